@@ -1,0 +1,121 @@
+"""The broker driver interface and the semantics every driver must keep.
+
+A driver connects one process to one broker. The topic hub
+(:mod:`service.consumers.hub`) holds at most one driver subscription per topic
+and fans each message out to its consumers, so a driver never sees consumers.
+
+Semantics every driver guarantees (checked by ``tests/brokers/contract.py``
+against the real server):
+
+* **Fan-out, not competing consumers.** A subscription receives every message
+  published to its topic after :meth:`Broker.subscribe` returned, on every
+  process that subscribed: two processes (or two drivers) subscribed to the same
+  topic both receive each message. No consumer group, shared queue or durable
+  cursor is shared between processes.
+* **Order.** Messages published by one publisher to one topic (one Kafka
+  partition) arrive in publish order.
+* **At most once, live.** Messages published before ``subscribe`` returned, or
+  while the broker was unreachable, may be missed; replay to browsers comes from
+  each consumer's buffer, not from the broker.
+* **Callbacks run on the event loop** that called :meth:`Broker.connect`, never
+  from another thread, and must not be awaited: ``on_message`` is a plain
+  function and returns quickly. The driver catches and logs anything it raises.
+* **Isolation.** A failure of one subscription is reported through its
+  ``on_error`` and never affects other topics or raises out of the driver's
+  reader task.
+* **Status.** The driver reports connection loss and recovery through the
+  :class:`BrokerListener`; after recovery existing subscriptions resume without
+  the caller re-subscribing.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Protocol
+
+MessageCallback = Callable[[str, bytes], None]
+"""``on_message(topic, body)``: ``topic`` is the message's actual topic, which
+differs from the subscribed name when that name is a wildcard pattern."""
+
+ErrorCallback = Callable[[str], None]
+"""``on_error(message)``: the subscription has failed and delivers no more."""
+
+
+class BrokerError(Exception):
+    """A broker operation failed; the message is safe to show to clients."""
+
+
+class BrokerUnavailable(BrokerError):
+    """The broker is not reachable right now."""
+
+
+class BrokerListener(Protocol):
+    """Receives connection status changes from a driver."""
+
+    def broker_down(self, reason: str) -> None: ...
+
+    def broker_up(self, reconnected: bool) -> None: ...
+
+
+class Subscription(abc.ABC):
+    """A live subscription to one topic (or pattern)."""
+
+    @abc.abstractmethod
+    async def unsubscribe(self) -> None:
+        """Stop delivery. Idempotent; never raises for a lost connection."""
+
+
+class Broker(abc.ABC):
+    """One connection to one broker, shared by every topic of the process."""
+
+    #: Scheme this driver serves, e.g. ``"memory"`` or ``"kafka"``.
+    scheme: str = ""
+
+    def __init__(self) -> None:
+        self._listener: BrokerListener | None = None
+
+    def set_listener(self, listener: BrokerListener) -> None:
+        """Register who hears about connection loss and recovery."""
+        self._listener = listener
+
+    @property
+    @abc.abstractmethod
+    def is_up(self) -> bool:
+        """True while the broker is reachable (drives ``/readyz``)."""
+
+    @abc.abstractmethod
+    async def connect(self) -> None:
+        """Open the connection.
+
+        Raises:
+            BrokerUnavailable: the broker could not be reached.
+        """
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release every subscription and the connection. Idempotent."""
+
+    @abc.abstractmethod
+    async def subscribe(
+        self, topic: str, on_message: MessageCallback, on_error: ErrorCallback
+    ) -> Subscription:
+        """Start receiving ``topic``; returns once delivery is guaranteed.
+
+        Raises:
+            BrokerError: the subscription could not be made (bad topic,
+                permissions, broker down).
+        """
+
+    @abc.abstractmethod
+    async def publish(self, topic: str, body: bytes) -> None:
+        """Publish ``body`` to ``topic``.
+
+        Raises:
+            BrokerUnavailable: the broker is not reachable.
+            BrokerError: the broker refused the message.
+        """
+
+    def describe(self) -> str:
+        """The broker URL with credentials removed, safe for logs."""
+        return f"{self.scheme}://"

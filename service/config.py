@@ -1,0 +1,523 @@
+"""Service configuration: the settings model and how it is loaded.
+
+This module owns every configuration key, its default and its validation.
+Values come from three layers, later ones winning: a YAML file, environment
+variables named ``UNIFROST_<KEY>`` (nested keys joined by ``__``) and
+command-line overrides keyed by dotted name. Every invalid value is reported
+at once in a single :class:`ConfigError`, one line per problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from ipaddress import IPv4Network, IPv6Network
+from typing import Any, NamedTuple
+
+import yaml
+
+ENV_PREFIX = "UNIFROST_"
+
+_TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
+_FALSE_WORDS = frozenset({"false", "0", "no", "off"})
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)?")
+_DURATION_UNITS: dict[str | None, Fraction] = {
+    None: Fraction(1),
+    "ms": Fraction(1, 1000),
+    "s": Fraction(1),
+    "m": Fraction(60),
+    "h": Fraction(3600),
+}
+_DURATION_HINT = "(use 500ms, 15s, 2m or seconds)"
+
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]+)?")
+_SIZE_UNITS: dict[str | None, int] = {
+    None: 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+}
+_SIZE_HINT = "(use 1MiB, 64KiB, 1MB or bytes)"
+
+_INT_RE = re.compile(r"[+-]?\d+")
+_ADDRESS_HINT = "(use host:port or [v6]:port)"
+
+
+class ConfigError(Exception):
+    """Configuration is invalid; ``problems`` holds one line per issue."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems: list[str] = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class Address(NamedTuple):
+    """A listening address; ``host`` never carries IPv6 brackets."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class BufferSettings:
+    max_messages: int = 1000
+    max_bytes: int = 1048576
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    max_consumers: int | None = None
+    max_subscriptions_per_consumer: int = 100
+
+
+@dataclass(frozen=True)
+class ClientSubscriptionSettings:
+    enabled: bool = False
+    allow: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    format: str = "json"
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class RabbitMQSettings:
+    exchange: str = "amq.topic"
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    client_id: str = "unifrost"
+
+
+_DEFAULT_LISTEN = Address("0.0.0.0", 8080)
+_DEFAULT_ADMIN_LISTEN = Address("127.0.0.1", 8081)
+
+
+def _default_trusted_proxies() -> tuple[IPv4Network | IPv6Network, ...]:
+    return (IPv4Network("127.0.0.0/8"), IPv6Network("::1/128"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker: str = "memory://"
+    listen: Address = _DEFAULT_LISTEN
+    admin_listen: Address = _DEFAULT_ADMIN_LISTEN
+    admin_token: str | None = None
+    consumer_ttl: float = 60.0
+    heartbeat: float = 15.0
+    retry: float = 3.0
+    event_name: str = "message"
+    buffer: BufferSettings = field(default_factory=BufferSettings)
+    max_write_buffer: int = 1048576
+    max_message_bytes: int = 1048576
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    auto_create_consumers: bool = False
+    client_subscriptions: ClientSubscriptionSettings = field(
+        default_factory=ClientSubscriptionSettings
+    )
+    cors_origins: tuple[str, ...] = ()
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = field(
+        default_factory=_default_trusted_proxies
+    )
+    demo: bool = False
+    log: LogSettings = field(default_factory=LogSettings)
+    drain_timeout: float = 10.0
+    rabbitmq: RabbitMQSettings = field(default_factory=RabbitMQSettings)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+
+
+# --- public value parsers -------------------------------------------------
+
+
+def parse_duration(value: object) -> float:
+    """Parse ``500ms``, ``15s``, ``2m``, ``1h`` or plain seconds into seconds."""
+    try:
+        seconds = _duration_or_none(value)
+    except (ValueError, OverflowError):  # absurdly long digit strings or huge ints
+        seconds = None
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"invalid duration {value!r} {_DURATION_HINT}")
+    return seconds
+
+
+def _duration_or_none(value: object) -> float | None:
+    # bool is an int subclass, but "heartbeat: true" is a mistake, not 1 second.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, str):
+        return None
+    match = _DURATION_RE.fullmatch(value.strip().lower())
+    if match is None:
+        return None
+    return float(Fraction(match.group(1)) * _DURATION_UNITS[match.group(2)])
+
+
+def parse_size(value: object) -> int:
+    """Parse ``64KiB``, ``1MiB``, ``1GiB``, ``1MB`` or plain bytes into bytes."""
+    try:
+        nbytes = _size_or_none(value)
+    except ValueError:  # digit strings beyond Python's int conversion limit
+        nbytes = None
+    if nbytes is None or nbytes < 0:
+        raise ValueError(f"invalid size {value!r} {_SIZE_HINT}")
+    return nbytes
+
+
+def _size_or_none(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if not isinstance(value, str):
+        return None
+    match = _SIZE_RE.fullmatch(value.strip().lower())
+    if match is None or match.group(2) not in _SIZE_UNITS:
+        return None
+    number, unit = match.group(1), match.group(2)
+    nbytes = Fraction(number) * _SIZE_UNITS[unit]
+    # A fraction is only meaningful with a unit, and must land on a whole byte.
+    if nbytes.denominator != 1 or (unit is None and "." in number):
+        return None
+    return int(nbytes)
+
+
+# --- private value parsers ------------------------------------------------
+
+
+def _parse_int(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _INT_RE.fullmatch(value.strip()):
+        return int(value.strip())
+    raise ValueError(f"expected an integer, got {value!r}")
+
+
+def _parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    # YAML "1"/"0" arrive as ints; accept them so files and env agree.
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return False
+    raise ValueError(f"expected a boolean (true/false/yes/no/on/off/1/0), got {value!r}")
+
+
+def _parse_str(value: object) -> str:
+    # Numbers are refused rather than converted: YAML would already have
+    # mangled values like 0123 (octal) or 1e3 before we could see them.
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"expected a string, got {value!r}")
+
+
+def _parse_str_list(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    raise ValueError(f"expected a list of strings or a comma-separated string, got {value!r}")
+
+
+def _parse_address(value: object) -> Address:
+    text = _parse_str(value).strip()
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep or not _is_ipv6(host):
+            raise ValueError(f"invalid address {value!r} {_ADDRESS_HINT}")
+    else:
+        host, sep, port = text.rpartition(":")
+        # A bare IPv6 host is ambiguous with the port separator; brackets are required.
+        if not sep or not host or ":" in host or any(c.isspace() for c in host):
+            raise ValueError(f"invalid address {value!r} {_ADDRESS_HINT}")
+    if not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"invalid port in {value!r} (must be 0-65535)")
+    return Address(host, int(port))
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_networks(value: object) -> tuple[IPv4Network | IPv6Network, ...]:
+    networks: list[IPv4Network | IPv6Network] = []
+    bad: list[str] = []
+    for item in _parse_str_list(value):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            bad.append(repr(item))
+    if bad:
+        raise ValueError(f"invalid IP or CIDR {', '.join(bad)}")
+    return tuple(networks)
+
+
+# --- per-key validators ---------------------------------------------------
+
+
+def _broker(value: object) -> str:
+    url = _parse_str(value)
+    if "://" not in url:
+        raise ValueError(f"invalid broker URL {url!r} (expected scheme://..., e.g. memory://)")
+    return url
+
+
+def _optional_secret(value: object) -> str | None:
+    if value is None:
+        return None
+    return _parse_str(value) or None
+
+
+def _positive_duration(value: object) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"must be greater than 0, got {value!r}")
+    return seconds
+
+
+def _positive_size(value: object) -> int:
+    nbytes = parse_size(value)
+    if nbytes < 1:
+        raise ValueError(f"must be at least 1 byte, got {value!r}")
+    return nbytes
+
+
+def _positive_int(value: object) -> int:
+    number = _parse_int(value)
+    if number < 1:
+        raise ValueError(f"must be at least 1, got {value!r}")
+    return number
+
+
+def _optional_limit(value: object) -> int | None:
+    # None, 0 and "" all read naturally as "no limit" from YAML, env and flags.
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    number = _parse_int(value)
+    if number < 0:
+        raise ValueError(f"must be at least 1, or 0 for unlimited, got {value!r}")
+    return number or None
+
+
+def _non_empty_str(value: object) -> str:
+    text = _parse_str(value)
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text
+
+
+def _choice(*allowed: str) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        word = _parse_str(value).strip().lower()
+        if word not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
+        return word
+
+    return parse
+
+
+# Every configuration key, by dotted name. Defaults live on the dataclasses.
+_PARSERS: dict[str, Callable[[object], object]] = {
+    "broker": _broker,
+    "listen": _parse_address,
+    "admin_listen": _parse_address,
+    "admin_token": _optional_secret,
+    "consumer_ttl": _positive_duration,
+    "heartbeat": _positive_duration,
+    "retry": _positive_duration,
+    "event_name": _choice("message", "topic"),
+    "buffer.max_messages": _positive_int,
+    "buffer.max_bytes": _positive_size,
+    "max_write_buffer": _positive_size,
+    "max_message_bytes": _positive_size,
+    "limits.max_consumers": _optional_limit,
+    "limits.max_subscriptions_per_consumer": _positive_int,
+    "auto_create_consumers": _parse_bool,
+    "client_subscriptions.enabled": _parse_bool,
+    "client_subscriptions.allow": _parse_str_list,
+    "cors_origins": _parse_str_list,
+    "trusted_proxies": _parse_networks,
+    "demo": _parse_bool,
+    "log.format": _choice("json", "console"),
+    "log.level": _choice("debug", "info", "warning", "error"),
+    "drain_timeout": _positive_duration,
+    "rabbitmq.exchange": _non_empty_str,
+    "kafka.client_id": _non_empty_str,
+}
+_SECTIONS = frozenset(key.split(".")[0] for key in _PARSERS if "." in key)
+
+
+# --- raw value sources ----------------------------------------------------
+
+
+def _read_file(path: str, raw: dict[str, object], problems: list[str]) -> None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = yaml.safe_load(handle)
+    except OSError as exc:
+        problems.append(f"{path}: cannot read config file: {exc.strerror or exc}")
+        return
+    except UnicodeDecodeError as exc:
+        problems.append(f"{path}: cannot read config file: not UTF-8 text ({exc.reason})")
+        return
+    except yaml.YAMLError as exc:
+        problems.append(f"{path}: invalid YAML: {_one_line(exc)}")
+        return
+    if document is None:  # an empty or all-comments file configures nothing
+        return
+    if not isinstance(document, Mapping):
+        kind = type(document).__name__
+        problems.append(f"{path}: top level must be a mapping of keys, got {kind}")
+        return
+    _flatten(document, "", raw, problems)
+
+
+def _one_line(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"{exc.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(exc).split())
+
+
+def _flatten(
+    mapping: Mapping[object, object], prefix: str, raw: dict[str, object], problems: list[str]
+) -> None:
+    for name, value in mapping.items():
+        key = prefix + str(name).lower()
+        if key in _PARSERS:
+            raw[key] = value
+        elif key in _SECTIONS and value is None:
+            continue  # "buffer:" with everything beneath commented out
+        elif key in _SECTIONS and not isinstance(value, Mapping):
+            problems.append(f"{key}: expected a mapping of settings, got {value!r}")
+        elif isinstance(value, Mapping) and value:
+            # Recurse into unknown sections too so each stray leaf is named.
+            _flatten(value, key + ".", raw, problems)
+        else:
+            problems.append(f"unknown key '{key}'")
+
+
+def _read_env(env: Mapping[str, str], raw: dict[str, object], problems: list[str]) -> None:
+    for name, value in env.items():
+        if name.startswith(ENV_PREFIX):
+            key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+            _set_known(key, value, raw, problems)
+
+
+def _read_overrides(
+    overrides: Mapping[str, object], raw: dict[str, object], problems: list[str]
+) -> None:
+    for name, value in overrides.items():
+        # None stands for "flag not given", so argparse namespaces can be passed as-is.
+        if value is not None:
+            _set_known(name.lower(), value, raw, problems)
+
+
+def _set_known(key: str, value: object, raw: dict[str, object], problems: list[str]) -> None:
+    if key in _PARSERS:
+        raw[key] = value
+    else:
+        problems.append(f"unknown key '{key}'")
+
+
+# --- assembly -------------------------------------------------------------
+
+
+def _parse_all(raw: Mapping[str, object], problems: list[str]) -> dict[str, object]:
+    values: dict[str, object] = {}
+    for key, parse in _PARSERS.items():  # schema order keeps messages stable
+        if key in raw:
+            try:
+                values[key] = parse(raw[key])
+            except ValueError as exc:
+                problems.append(f"{key}: {exc}")
+    return values
+
+
+def _check_admin_exposure(settings: Settings, problems: list[str]) -> None:
+    # The admin API can drop consumers and publish; never expose it unauthenticated.
+    if settings.admin_token is None and not _is_loopback(settings.admin_listen.host):
+        problems.append(
+            f"admin_listen: refusing non-loopback admin listener {settings.admin_listen} "
+            "without admin_token"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # any other hostname may resolve anywhere
+
+
+def _build(values: Mapping[str, object], log_format: str) -> Settings:
+    # Any: each value was produced by the parser for its own field, which the
+    # type checker cannot see through the key-indexed table.
+    top: dict[str, Any] = {}
+    sections: dict[str, dict[str, object]] = {}
+    for key, value in values.items():
+        section, _, name = key.rpartition(".")
+        if section:
+            sections.setdefault(section, {})[name] = value
+        else:
+            top[key] = value
+    base = Settings(log=LogSettings(format=log_format))
+    for section, changes in sections.items():
+        top[section] = dataclasses.replace(getattr(base, section), **changes)
+    return dataclasses.replace(base, **top)
+
+
+def load_settings(
+    config_file: str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+    *,
+    stdout_is_tty: bool = False,
+) -> Settings:
+    """Load settings from file, then env, then overrides; raise ConfigError on any problem.
+
+    ``env`` defaults to ``os.environ``; only ``UNIFROST_*`` variables are read.
+    ``overrides`` maps dotted keys to flag values; ``None`` values are ignored.
+    ``stdout_is_tty`` picks the default log format (console for a terminal).
+    """
+    raw: dict[str, object] = {}
+    problems: list[str] = []
+    if config_file is not None:
+        _read_file(config_file, raw, problems)
+    _read_env(os.environ if env is None else env, raw, problems)
+    _read_overrides(overrides or {}, raw, problems)
+    values = _parse_all(raw, problems)
+    settings = _build(values, "console" if stdout_is_tty else "json")
+    # Judge admin exposure only on values that parsed, to avoid a misleading extra line.
+    if not {"admin_listen", "admin_token"} & (raw.keys() - values.keys()):
+        _check_admin_exposure(settings, problems)
+    if problems:
+        raise ConfigError(problems)
+    return settings

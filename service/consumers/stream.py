@@ -1,0 +1,222 @@
+"""``GET /events``: open an SSE stream for a consumer.
+
+The handler validates the request with ordinary JSON errors, then takes the
+socket over from Tornado's HTTP layer (as WebSocket handlers do), writes the
+response head itself and hands the socket to an :class:`SseConnection`. The
+body has no chunked framing: it simply ends when the connection closes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from typing import Any
+
+from service import sse
+from service.consumers.connection import SseConnection
+from service.consumers.consumer import Consumer, consumer_id_problem, topic_problem
+from service.consumers.manager import ConsumerExists, TooManyConsumers
+from service.log import get_logger
+from service.web.base import ApiError, BaseHandler
+
+log = get_logger("unifrost.stream")
+
+
+def topic_allowed(topic: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(topic, pattern) for pattern in patterns)
+
+
+class CorsMixin(BaseHandler):
+    def set_cors_headers(self) -> None:
+        origin = self.request.headers.get("Origin")
+        if origin and origin in self.ctx.settings.cors_origins:
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Access-Control-Allow-Credentials", "true")
+            self.set_header("Vary", "Origin")
+
+    def options(self, *args: Any) -> None:
+        self.set_cors_headers()
+        self.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+        self.set_header("Access-Control-Allow-Headers", "Content-Type, Last-Event-ID")
+        self.set_header("Access-Control-Max-Age", "600")
+        self.set_status(204)
+        self.finish()
+
+
+class StreamHandler(CorsMixin):
+    """Serves one consumer's stream; mountable in any Tornado app (see embed)."""
+
+    name = "events"
+
+    async def get(self) -> None:
+        self.set_cors_headers()
+        last_event_id = self._last_event_id()
+        consumer = await self._find_consumer()
+        if self.ctx.state.draining:
+            raise ApiError(503, "unavailable", "server is shutting down")
+        self._start_stream(consumer, last_event_id)
+
+    # --- request checks ---------------------------------------------------------------
+
+    def _last_event_id(self) -> int | None:
+        query = self.get_query_argument("last_event_id", None)
+        if query is not None:
+            if not query.isdigit():
+                raise ApiError(400, "bad-request", "last_event_id must be a non-negative integer")
+            return int(query)
+        # The browser echoes the id we sent; anything else is not ours, so ignore it.
+        header = self.request.headers.get("Last-Event-ID", "").strip()
+        return int(header) if header.isdigit() else None
+
+    async def _find_consumer(self) -> Consumer:
+        consumer_id = self.get_query_argument("id", None)
+        manager = self.ctx.manager
+        if consumer_id:
+            consumer = manager.get(consumer_id)
+            if consumer is None:
+                raise ApiError(404, "not-found", "unknown or expired consumer id")
+            return consumer
+        if not self.ctx.settings.auto_create_consumers:
+            raise ApiError(400, "bad-request", "missing consumer id (?id=...)")
+        topics = [t for t in self.get_query_argument("topics", "").split(",") if t]
+        allow = self.ctx.settings.client_subscriptions.allow
+        for topic in topics:
+            problem = topic_problem(topic)
+            if problem:
+                raise ApiError(400, "bad-topic", f"{topic!r}: {problem}")
+            if not topic_allowed(topic, allow):
+                raise ApiError(403, "forbidden", f"topic {topic!r} is not allowed for clients")
+        try:
+            consumer, _errors = await manager.create(topics=topics)
+        except TooManyConsumers as exc:
+            raise ApiError(429, "limit-exceeded", str(exc)) from exc
+        return consumer
+
+    # --- the stream -------------------------------------------------------------------
+
+    def _start_stream(self, consumer: Consumer, last_event_id: int | None) -> None:
+        ctx = self.ctx
+        settings = ctx.settings
+        remote_ip = self.remote_ip
+        user_agent = self.request.headers.get("User-Agent", "")
+        head = self._response_head()
+        self.ctx.metrics.http_requests.labels(self.name, "200").inc()
+        iostream = self.detach()
+
+        def on_close(conn: SseConnection, reason: str) -> None:
+            ctx.manager.detach(consumer, conn)
+            ctx.metrics.connections.dec()
+            ctx.metrics.connections_closed.labels(reason).inc()
+            ctx.metrics.stream_duration.observe(conn.duration)
+            if reason == "slow_reader":
+                ctx.metrics.slow_consumer_disconnects.inc()
+            log.info("stream.closed", consumer_id=consumer.id, **conn.as_log())
+
+        conn = SseConnection(iostream, settings.max_write_buffer, on_close)
+        frames, gap = ctx.manager.attach(consumer, conn, last_event_id)
+        ctx.metrics.connections.inc()
+        ctx.metrics.connections_opened.inc()
+        log.info(
+            "stream.opened",
+            consumer_id=consumer.id,
+            remote_ip=remote_ip,
+            user_agent=user_agent,
+            last_event_id=last_event_id,
+            replayed=len(frames),
+        )
+        parts = [
+            head,
+            sse.retry_frame(int(settings.retry * 1000)),
+            self._info(consumer, last_event_id),
+        ]
+        if gap is not None:
+            first, lost = gap
+            parts.append(
+                sse.error_frame(
+                    sse.RESUME_GAP,
+                    f"{lost} message(s) were dropped from the buffer; resuming at id {first}",
+                    first_available_id=first,
+                    lost=lost,
+                )
+            )
+        replay_bytes = sum(len(frame) for frame in frames)
+        conn.send_initial(b"".join(parts + frames), len(frames), replay_bytes)
+
+    def _response_head(self) -> bytes:
+        headers = {
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+            "Connection": "close",
+            "Date": time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime()),
+        }
+        for name in ("Access-Control-Allow-Origin", "Access-Control-Allow-Credentials", "Vary"):
+            value = self._headers.get(name)
+            if value:
+                headers[name] = value
+        lines = [f"{self.request.version} 200 OK"] + [f"{k}: {v}" for k, v in headers.items()]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def _info(self, consumer: Consumer, last_event_id: int | None) -> bytes:
+        settings = self.ctx.settings
+        config = {
+            "consumer_id": consumer.id,
+            "consumer_ttl_millis": int(settings.consumer_ttl * 1000),
+            "heartbeat_millis": int(settings.heartbeat * 1000),
+            "retry_millis": int(settings.retry * 1000),
+            "event_name": settings.event_name,
+            "last_event_id": consumer.last_id,
+        }
+        return sse.info_frame(config, sorted(consumer.topics))
+
+
+class ClientSubscriptionHandler(CorsMixin):
+    """``POST /subscriptions`` on the public listener (off unless enabled)."""
+
+    name = "client_subscriptions"
+
+    async def post(self) -> None:
+        self.set_cors_headers()
+        body = self.json_body(required=True)
+        consumer_id = body.get("consumer_id")
+        if consumer_id_problem(consumer_id) and not isinstance(consumer_id, str):
+            raise ApiError(400, "bad-request", "consumer_id must be a string")
+        consumer = self.ctx.manager.get(str(consumer_id))
+        if consumer is None:
+            raise ApiError(404, "not-found", "unknown or expired consumer id")
+        add, remove = topic_lists(body)
+        allow = self.ctx.settings.client_subscriptions.allow
+        forbidden = [t for t in add if not topic_allowed(t, allow)]
+        allowed = [t for t in add if topic_allowed(t, allow)]
+        errors = await self.ctx.manager.update(consumer, add=allowed, remove=remove)
+        result = [
+            {"topic": t, "code": "forbidden", "message": "topic is not allowed for clients"}
+            for t in forbidden
+        ] + [e.as_dict() for e in errors]
+        self.send_json(
+            {
+                "consumer_id": consumer.id,
+                "subscriptions": sorted(consumer.topics),
+                "errors": result,
+            }
+        )
+
+
+def topic_lists(body: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """``add`` and ``remove`` from a subscriptions body, validated (400 on bad input)."""
+    lists: list[list[str]] = []
+    for key in ("add", "remove"):
+        value = body.get(key, [])
+        if value is None:
+            value = []
+        if not isinstance(value, list):
+            raise ApiError(400, "bad-request", f"{key!r} must be a list of topics")
+        for topic in value:
+            problem = topic_problem(topic)
+            if problem:
+                raise ApiError(400, "bad-topic", f"{key}: {topic!r}: {problem}")
+        lists.append(value)
+    return lists[0], lists[1]
+
+
+__all__ = ["ClientSubscriptionHandler", "ConsumerExists", "StreamHandler", "topic_lists"]

@@ -1,0 +1,133 @@
+"""The running service: broker, hub, manager, both listeners, signals and drain."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import socket
+from typing import Any
+
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from service import __version__, sse
+from service.brokers import open_broker
+from service.brokers.base import Broker
+from service.config import Address, Settings
+from service.consumers.hub import TopicHub
+from service.consumers.manager import ConsumerManager, ConsumerPolicy
+from service.context import AppContext
+from service.log import get_logger
+from service.metrics import Metrics
+from service.web.base import JSON_BODY_LIMIT
+from service.web.demo import run_demo_publisher
+
+log = get_logger("unifrost.server")
+
+
+def policy_from(settings: Settings) -> ConsumerPolicy:
+    return ConsumerPolicy(
+        ttl=settings.consumer_ttl,
+        max_messages=settings.buffer.max_messages,
+        max_bytes=settings.buffer.max_bytes,
+        max_consumers=settings.limits.max_consumers,
+        max_subscriptions=settings.limits.max_subscriptions_per_consumer,
+        heartbeat=settings.heartbeat,
+    )
+
+
+class Server:
+    """Owns every long-lived object of one service process."""
+
+    def __init__(
+        self, settings: Settings, metrics: Metrics | None = None, broker: Broker | None = None
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.broker = broker or open_broker(settings.broker)
+        self.ctx: AppContext | None = None
+        self.public_port = 0
+        self.admin_port = 0
+        self._servers: list[HTTPServer] = []
+        self._demo: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    async def start(self) -> None:
+        from service.app import make_admin_app, make_public_app
+
+        settings = self.settings
+        hub = TopicHub(self.broker, self.metrics, settings.event_name)
+        await self.broker.connect()
+        manager = ConsumerManager(hub, self.metrics, policy_from(settings))
+        self.ctx = AppContext(settings, self.broker, hub, manager, self.metrics)
+        body_limit = max(settings.max_message_bytes, JSON_BODY_LIMIT)
+        self.public_port = self._listen(make_public_app(self.ctx), settings.listen, body_limit)
+        self.admin_port = self._listen(make_admin_app(self.ctx), settings.admin_listen, body_limit)
+        if settings.demo:
+            self._demo = asyncio.create_task(run_demo_publisher(self.broker))
+        log.info(
+            "server.started",
+            version=__version__,
+            listen=f"{settings.listen.host}:{self.public_port}",
+            admin_listen=f"{settings.admin_listen.host}:{self.admin_port}",
+            broker=self.broker.describe(),
+            demo=settings.demo,
+        )
+
+    def _listen(self, app: Any, address: Address, body_limit: int) -> int:
+        # Streams are long-lived: no idle timeout on the connection itself;
+        # heartbeats find dead peers.
+        server = HTTPServer(app, max_body_size=body_limit, idle_connection_timeout=3600)
+        sockets = bind_sockets(address.port, address.host, family=socket.AF_UNSPEC)
+        server.add_sockets(sockets)
+        self._servers.append(server)
+        return int(sockets[0].getsockname()[1])
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def serve(self) -> None:
+        """Run until SIGTERM/SIGINT, then drain."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self.start()
+        await self._stop.wait()
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Drain: unready, stop accepting, say goodbye to streams, close the broker."""
+        assert self.ctx is not None
+        settings = self.settings
+        ctx = self.ctx
+        ctx.state.draining = True
+        log.info("server.stopping", connections=ctx.manager.connected_count)
+        for server in self._servers:
+            server.stop()
+        if self._demo:
+            self._demo.cancel()
+        retry_ms = settings.retry * 1000
+
+        def farewell() -> bytes:
+            # Jitter spreads the reconnect wave over [retry, 2 * retry].
+            jittered = int(retry_ms * (1 + random.random()))
+            return sse.retry_frame(jittered) + sse.closed_frame(sse.CLOSED_SHUTDOWN)
+
+        ctx.manager.close_streams(farewell)
+        try:
+            await asyncio.wait_for(self._close_connections(), timeout=settings.drain_timeout)
+        except TimeoutError:
+            log.warning("server.drain_timeout", timeout_s=settings.drain_timeout)
+        await ctx.manager.close()
+        await self.broker.close()
+        log.info("server.stopped")
+
+    async def _close_connections(self) -> None:
+        for server in self._servers:
+            await server.close_all_connections()
+
+
+def run(settings: Settings) -> None:
+    """Serve until signalled; the process exits 0 after a clean drain."""
+    asyncio.run(Server(settings).serve())

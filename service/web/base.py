@@ -1,0 +1,178 @@
+"""Base request handlers: JSON errors, request bodies with limits, auth, metrics.
+
+Every error leaves as ``{"error": {"code", "message"}}`` with a 4xx/5xx status and
+never a stack trace. Bodies are streamed so an oversized upload is refused with
+a JSON 413 from its ``Content-Length`` before it is read.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from http import HTTPStatus
+from typing import Any
+
+from tornado import web
+
+from service.context import AppContext
+from service.log import get_logger
+from service.web.client_ip import client_ip
+
+log = get_logger("unifrost.http")
+
+JSON_BODY_LIMIT = 256 * 1024
+
+_CODES = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    409: "conflict",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    429: "limit-exceeded",
+    503: "unavailable",
+}
+
+
+class ApiError(web.HTTPError):
+    """An error with a machine-readable ``code`` for the JSON body."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(status, reason=None)
+        self.code = code
+        self.message = message
+
+
+@web.stream_request_body
+class BaseHandler(web.RequestHandler):
+    """JSON errors, bounded streamed bodies and per-request metrics."""
+
+    #: ``handler`` label in the HTTP metrics.
+    name = "other"
+    #: Log each request as ``http.request`` (control API only).
+    log_requests = False
+    body_limit = JSON_BODY_LIMIT
+
+    def initialize(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self._chunks: list[bytes] = []
+        self._body_size = 0
+
+    # --- bodies -------------------------------------------------------------
+
+    def prepare(self) -> None:
+        declared = self.request.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > self.body_limit:
+            self._refuse_body()
+
+    def data_received(self, chunk: bytes) -> None:
+        self._body_size += len(chunk)
+        if self._body_size <= self.body_limit:
+            self._chunks.append(chunk)
+
+    @property
+    def body(self) -> bytes:
+        if self._body_size > self.body_limit:  # chunked upload with no Content-Length
+            self._refuse_body()
+        return b"".join(self._chunks)
+
+    def _refuse_body(self) -> None:
+        # Tornado would otherwise keep reading the rest of a body we refuse.
+        self.set_header("Connection", "close")
+        raise ApiError(413, "payload-too-large", f"body exceeds {self.body_limit} bytes")
+
+    def json_body(self, *, required: bool = False) -> dict[str, Any]:
+        """The body as a JSON object; ``{}`` for an empty optional body."""
+        raw = self.body
+        if not raw.strip():
+            if required:
+                raise ApiError(400, "bad-request", "a JSON object body is required")
+            return {}
+        try:
+            value = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "bad-json", f"body is not valid JSON: {exc}") from exc
+        if not isinstance(value, dict):
+            raise ApiError(400, "bad-request", "body must be a JSON object")
+        return value
+
+    # --- responses ------------------------------------------------------------
+
+    def send_json(self, value: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(value))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            code, message = exc.code, exc.message
+        else:
+            code = _CODES.get(status_code, "error" if status_code >= 500 else "bad-request")
+            message = (
+                exc.log_message
+                if isinstance(exc, web.HTTPError) and exc.log_message
+                else HTTPStatus(status_code).phrase
+                if status_code in HTTPStatus._value2member_map_
+                else "error"
+            )
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": {"code": code, "message": message}}))
+
+    # --- bookkeeping ----------------------------------------------------------
+
+    @property
+    def remote_ip(self) -> str:
+        return client_ip(
+            self.request.remote_ip or "", self.request.headers, self.ctx.settings.trusted_proxies
+        )
+
+    def on_finish(self) -> None:
+        status = self.get_status()
+        elapsed = self.request.request_time()
+        metrics = self.ctx.metrics
+        metrics.http_requests.labels(self.name, str(status)).inc()
+        metrics.http_request_duration.labels(self.name).observe(elapsed)
+        if self.log_requests or status >= 500:
+            log.info(
+                "http.request",
+                method=self.request.method,
+                path=self.request.path,
+                status=status,
+                duration_ms=round(elapsed * 1000, 2),
+                remote_ip=self.remote_ip,
+            )
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        # Client errors are answered and counted; only real faults are logged.
+        if not isinstance(value, web.HTTPError):
+            super().log_exception(typ, value, tb)
+
+
+class AdminHandler(BaseHandler):
+    """Admin-listener routes: bearer token when ``admin_token`` is set."""
+
+    log_requests = True
+
+    def prepare(self) -> None:
+        token = self.ctx.settings.admin_token
+        if token:
+            header = self.request.headers.get("Authorization", "")
+            scheme, _, given = header.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), token.encode()
+            ):
+                self.set_header("WWW-Authenticate", 'Bearer realm="unifrost"')
+                raise ApiError(401, "unauthorized", "missing or wrong bearer token")
+        super().prepare()
+
+
+class NotFoundHandler(BaseHandler):
+    """Unknown routes on either listener."""
+
+    name = "not_found"
+
+    def prepare(self) -> None:
+        raise ApiError(404, "not-found", f"no route for {self.request.path}")

@@ -1,0 +1,37 @@
+"""The real client address behind trusted reverse proxies (nginx, load balancers)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _trusted(address: str, trusted: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)
+
+
+def client_ip(peer: str, headers: Mapping[str, str], trusted: Sequence[Network]) -> str:
+    """The address to log for a request that arrived from ``peer``.
+
+    Forwarding headers are believed only when ``peer`` is a trusted proxy. In
+    ``X-Forwarded-For`` the right-most address that is not itself a trusted proxy
+    is the client (everything left of it could be forged by that client).
+    """
+    if not _trusted(peer, trusted):
+        return peer
+    forwarded = headers.get("X-Forwarded-For")
+    if forwarded:
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        for hop in reversed(hops):
+            if not _trusted(hop, trusted):
+                return hop
+        if hops:
+            return hops[0]
+    real_ip = headers.get("X-Real-IP", "").strip()
+    return real_ip or peer
