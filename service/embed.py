@@ -24,14 +24,12 @@ first), and pass the subclass to :meth:`Relay.route`. See ``examples/embedded.py
 from __future__ import annotations
 
 import dataclasses
-import random
 from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from tornado import web
 
-from service import sse
 from service.brokers import open_broker
 from service.brokers.base import Broker, BrokerError
 from service.config import Settings
@@ -125,12 +123,8 @@ class Relay:
 
     async def close(self) -> None:
         """Close every stream (``server shutting down``), every consumer and the broker."""
-        retry_ms = self.ctx.settings.retry * 1000
         self.ctx.state.draining = True
-        self.ctx.manager.close_streams(
-            lambda: sse.retry_frame(int(retry_ms * (1 + random.random())))
-            + sse.closed_frame(sse.CLOSED_SHUTDOWN)
-        )
+        self.ctx.manager.close_streams(self.ctx.settings.retry)
         await self.ctx.manager.close()
         await self.ctx.broker.close()
 

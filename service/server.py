@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import signal
 import socket
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from service import __version__, sse
+from service import __version__
 from service.brokers import open_broker
 from service.brokers.base import Broker
 from service.config import Address, Settings
@@ -107,14 +106,7 @@ class Server:
             server.stop()
         if self._demo:
             self._demo.cancel()
-        retry_ms = settings.retry * 1000
-
-        def farewell() -> bytes:
-            # Jitter spreads the reconnect wave over [retry, 2 * retry].
-            jittered = int(retry_ms * (1 + random.random()))
-            return sse.retry_frame(jittered) + sse.closed_frame(sse.CLOSED_SHUTDOWN)
-
-        ctx.manager.close_streams(farewell)
+        ctx.manager.close_streams(settings.retry)
         try:
             await asyncio.wait_for(self._close_connections(), timeout=settings.drain_timeout)
         except TimeoutError:

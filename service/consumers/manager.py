@@ -8,7 +8,8 @@ after it was created or after its last stream closed; the timer is a single
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tornado.ioloop import IOLoop, PeriodicCallback
@@ -236,11 +237,16 @@ class ConsumerManager:
 
     # --- shutdown ---------------------------------------------------------------------
 
-    def close_streams(self, farewell: Callable[[], bytes]) -> None:
-        """End every open stream after the frames ``farewell()`` makes for it (shutdown)."""
+    def close_streams(self, retry: float) -> None:
+        """Shutdown: every open stream gets a jittered ``retry:`` and ``server shutting down``.
+
+        The jitter spreads the reconnect wave over ``[retry, 2 * retry]``.
+        """
         for consumer in list(self._connected.values()):
             if consumer.stream is not None:
-                consumer.stream.close("shutdown", farewell())
+                retry_ms = int(retry * 1000 * (1 + random.random()))
+                farewell = sse.retry_frame(retry_ms) + sse.closed_frame(sse.CLOSED_SHUTDOWN)
+                consumer.stream.close("shutdown", farewell)
 
     async def close(self) -> None:
         """Stop timers and drop every consumer (streams must be closed first)."""
