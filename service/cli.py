@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"unifrost: config: {problem}", file=sys.stderr)
         return EXIT_CONFIG
 
-    from service.brokers import open_broker
+    from service.brokers import BrokerError, open_broker
     from service.log import configure_logging
     from service.server import run
 
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log.format, settings.log.level)
     try:
         run(settings)
-    except OSError as exc:  # e.g. address already in use
+    except (OSError, BrokerError) as exc:  # address in use, broker unreachable, ...
         print(f"unifrost: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0

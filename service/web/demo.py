@@ -53,6 +53,8 @@ class ClientScriptHandler(BaseHandler):
         self.set_header("Cache-Control", "public, max-age=300")
         self.finish(ClientScriptHandler._source)
 
+    head = get  # Tornado sends the headers only
+
 
 async def run_demo_publisher(broker: Broker, interval: float = 1.0) -> None:
     """Publish to every demo topic each ``interval`` until cancelled."""
