@@ -71,7 +71,8 @@ class MemoryBroker(Broker):
 
     @classmethod
     def from_url(cls, url: str) -> MemoryBroker:
-        return cls(url.split("://", 1)[1].strip("/"))
+        # Credentials mean nothing here; dropping them keeps them out of describe().
+        return cls(url.split("://", 1)[1].strip("/").rpartition("@")[2])
 
     @property
     def is_up(self) -> bool:

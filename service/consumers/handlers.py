@@ -88,6 +88,9 @@ class SubscriptionsHandler(ConsumerResource):
     async def post(self, consumer_id: str) -> None:
         consumer = self.consumer(consumer_id)
         body = self.json_body(required=True)
+        unknown = set(body) - {"add", "remove"}
+        if unknown:  # a misspelt "add" must not look like a successful no-op
+            raise ApiError(400, "bad-request", f"unknown field(s): {', '.join(sorted(unknown))}")
         add, remove = topic_lists(body)
         errors = await self.ctx.manager.update(consumer, add=add, remove=remove)
         self.send_json(
@@ -109,9 +112,15 @@ class PublishHandler(AdminHandler):
         super().prepare()
 
     async def post(self) -> None:
-        topic = self.get_query_argument("topic", None)
-        if topic is None:
+        # The raw value: Tornado's argument helpers strip whitespace and turn control
+        # characters into spaces, which would publish to a different topic.
+        values = self.request.query_arguments.get("topic")
+        if not values:
             raise ApiError(400, "bad-topic", "missing ?topic=")
+        try:
+            topic = values[-1].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ApiError(400, "bad-topic", "topic is not valid UTF-8") from exc
         problem = topic_problem(topic)
         if problem:
             raise ApiError(400, "bad-topic", problem)

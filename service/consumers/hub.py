@@ -72,7 +72,9 @@ class TopicHub:
         else:
             self._join(entry, consumer)
             if not entry.ready.done():
-                await asyncio.shield(entry.ready)
+                # wait() neither raises the failure (handled just below, so this
+                # consumer leaves the topic) nor cancels ``ready`` for the others.
+                await asyncio.wait((entry.ready,))
         if entry.ready.exception() is not None:
             self._leave(entry, consumer)
             raise BrokerError(str(entry.ready.exception()))

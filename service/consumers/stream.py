@@ -34,6 +34,11 @@ class CorsMixin(BaseHandler):
             self.set_header("Access-Control-Allow-Credentials", "true")
             self.set_header("Vary", "Origin")
 
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # send_error clears headers; without these a browser cannot read the error.
+        self.set_cors_headers()
+        super().write_error(status_code, **kwargs)
+
     def options(self, *args: Any) -> None:
         self.set_cors_headers()
         self.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
@@ -178,6 +183,9 @@ class ClientSubscriptionHandler(CorsMixin):
     async def post(self) -> None:
         self.set_cors_headers()
         body = self.json_body(required=True)
+        unknown = set(body) - {"consumer_id", "add", "remove"}
+        if unknown:  # a misspelt "add" must not look like a successful no-op
+            raise ApiError(400, "bad-request", f"unknown field(s): {', '.join(sorted(unknown))}")
         consumer_id = body.get("consumer_id")
         if consumer_id_problem(consumer_id) and not isinstance(consumer_id, str):
             raise ApiError(400, "bad-request", "consumer_id must be a string")

@@ -39,10 +39,14 @@ _CODES = {
 class ApiError(web.HTTPError):
     """An error with a machine-readable ``code`` for the JSON body."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(status, reason=None)
         self.code = code
         self.message = message
+        #: Sent with the error (``send_error`` clears headers set before raising).
+        self.headers = headers or {}
 
 
 @web.stream_request_body
@@ -80,8 +84,12 @@ class BaseHandler(web.RequestHandler):
 
     def _refuse_body(self) -> None:
         # Tornado would otherwise keep reading the rest of a body we refuse.
-        self.set_header("Connection", "close")
-        raise ApiError(413, "payload-too-large", f"body exceeds {self.body_limit} bytes")
+        raise ApiError(
+            413,
+            "payload-too-large",
+            f"body exceeds {self.body_limit} bytes",
+            headers={"Connection": "close"},
+        )
 
     def json_body(self, *, required: bool = False) -> dict[str, Any]:
         """The body as a JSON object; ``{}`` for an empty optional body."""
@@ -109,6 +117,8 @@ class BaseHandler(web.RequestHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, ApiError):
             code, message = exc.code, exc.message
+            for name, value in exc.headers.items():
+                self.set_header(name, value)
         else:
             code = _CODES.get(status_code, "error" if status_code >= 500 else "bad-request")
             message = (
@@ -164,8 +174,12 @@ class AdminHandler(BaseHandler):
             if scheme.lower() != "bearer" or not hmac.compare_digest(
                 given.strip().encode(), token.encode()
             ):
-                self.set_header("WWW-Authenticate", 'Bearer realm="unifrost"')
-                raise ApiError(401, "unauthorized", "missing or wrong bearer token")
+                raise ApiError(
+                    401,
+                    "unauthorized",
+                    "missing or wrong bearer token",
+                    headers={"WWW-Authenticate": 'Bearer realm="unifrost"'},
+                )
         super().prepare()
 
 
