@@ -21,6 +21,7 @@ from service.web.client_ip import client_ip
 log = get_logger("unifrost.http")
 
 JSON_BODY_LIMIT = 256 * 1024
+_MIN_DRAIN = 4 * 1024 * 1024
 
 _CODES = {
     400: "bad-request",
@@ -67,9 +68,16 @@ class BaseHandler(web.RequestHandler):
     # --- bodies -------------------------------------------------------------
 
     def prepare(self) -> None:
+        # A body somewhat over the limit is read and discarded so the client, still
+        # sending, gets the JSON 413 instead of a connection reset. A body far over
+        # it is refused from its Content-Length alone, unread.
+        drain_limit = max(4 * self.body_limit, _MIN_DRAIN)
         declared = self.request.headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > self.body_limit:
+        if declared is not None and declared.isdigit() and int(declared) > drain_limit:
             self._refuse_body()
+        connection = self.request.connection
+        if connection is not None and hasattr(connection, "set_max_body_size"):
+            connection.set_max_body_size(drain_limit)
 
     def data_received(self, chunk: bytes) -> None:
         self._body_size += len(chunk)
@@ -78,7 +86,7 @@ class BaseHandler(web.RequestHandler):
 
     @property
     def body(self) -> bytes:
-        if self._body_size > self.body_limit:  # chunked upload with no Content-Length
+        if self._body_size > self.body_limit:
             self._refuse_body()
         return b"".join(self._chunks)
 

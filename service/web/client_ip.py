@@ -21,17 +21,31 @@ def client_ip(peer: str, headers: Mapping[str, str], trusted: Sequence[Network])
 
     Forwarding headers are believed only when ``peer`` is a trusted proxy. In
     ``X-Forwarded-For`` the right-most address that is not itself a trusted proxy
-    is the client (everything left of it could be forged by that client).
+    is the client (everything left of it could be forged by that client). A
+    value that is not an IP address ends the walk: the nearest valid address
+    to its right is used instead.
     """
     if not _trusted(peer, trusted):
         return peer
     forwarded = headers.get("X-Forwarded-For")
     if forwarded:
         hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        nearest = peer
         for hop in reversed(hops):
+            if not _is_ip(hop):
+                return nearest
             if not _trusted(hop, trusted):
                 return hop
+            nearest = hop
         if hops:
-            return hops[0]
+            return nearest
     real_ip = headers.get("X-Real-IP", "").strip()
-    return real_ip or peer
+    return real_ip if _is_ip(real_ip) else peer
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True

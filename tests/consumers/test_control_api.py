@@ -806,3 +806,11 @@ async def test_readiness_follows_the_broker(server: Running) -> None:
     server.broker.come_back()
     for call in (server.api, server.public_api):
         assert (await call("GET", "/readyz")).status == 200
+
+
+async def test_publish_body_sent_in_full_over_limit_gets_json_413() -> None:
+    # A client that keeps sending must still read the JSON answer, not a reset.
+    async with running_server(max_message_bytes=1024) as running:
+        response = await running.api("POST", "/publish?topic=t", b"q" * (2 * 1024 * 1024))
+        assert_json_error(response, 413, "payload-too-large")
+        assert (await running.api("POST", "/publish?topic=t", b"ok")).status == 202

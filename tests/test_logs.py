@@ -1,0 +1,293 @@
+"""Structured logs: one JSON object per line, the SPEC's events with their context."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+
+from service.log import configure_logging, get_logger
+from tests.support import SseClient, running_server
+
+TOKEN = "adm1n-t0ken-Zq8vXw"
+
+
+@contextlib.contextmanager
+def captured_logs(fmt: str = "json", level: str = "info") -> Iterator[io.StringIO]:
+    """Route every log line into a buffer; restore the previous setup afterwards."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    saved_structlog = structlog.get_config()
+    buffer = io.StringIO()
+    configure_logging(fmt, level, stream=buffer)
+    try:
+        yield buffer
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        structlog.configure(**saved_structlog)
+
+
+def parse(buffer: io.StringIO) -> list[dict[str, Any]]:
+    """Every line, each of which must be a JSON object with the common fields."""
+    records = []
+    for line in buffer.getvalue().splitlines():
+        record = json.loads(line)
+        assert isinstance(record, dict), line
+        assert isinstance(record.get("event"), str), line
+        assert isinstance(record.get("level"), str), line
+        assert_utc_timestamp(record.get("timestamp"))
+        records.append(record)
+    return records
+
+
+def assert_utc_timestamp(value: Any) -> None:
+    assert isinstance(value, str), value
+    assert value.endswith(("Z", "+00:00")), value
+    parsed = datetime.fromisoformat(value)
+    assert parsed.utcoffset() == timedelta(0), value
+    assert abs(datetime.now(UTC) - parsed) < timedelta(minutes=5), value
+
+
+def named(records: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
+    return [r for r in records if r["event"] == event]
+
+
+async def wait_for_event(
+    buffer: io.StringIO, event: str, count: int = 1, timeout: float = 5.0
+) -> list[dict[str, Any]]:
+    """Poll the captured lines until ``count`` records named ``event`` exist."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        found = named(parse(buffer), event)
+        if len(found) >= count or asyncio.get_running_loop().time() > deadline:
+            return found
+        await asyncio.sleep(0.01)
+
+
+async def read_raw_frames(client: SseClient, count: int) -> list[bytes]:
+    """The next ``count`` event blocks exactly as they came off the wire."""
+    reader = client._reader
+    assert reader is not None
+    return [await asyncio.wait_for(reader.readuntil(b"\n\n"), 5) for _ in range(count)]
+
+
+# --- the stream lifecycle -------------------------------------------------------------------
+
+
+async def test_stream_open_and_close_are_logged_once_each_with_counts() -> None:
+    with captured_logs() as buffer:
+        async with running_server() as running:
+            first_id = await running.create_consumer(["news"])
+            second_id = await running.create_consumer(["news"])
+
+            first = await running.stream(first_id)
+            await first.opening()
+            second = await running.stream(second_id, headers={"Last-Event-ID": "0"})
+            await second.opening()
+
+            for n in range(3):
+                await running.publish("news", f"m{n}")
+            first_frames = await read_raw_frames(first, 3)
+            second_frames = await read_raw_frames(second, 3)
+            assert first_frames[0] == b'id: 1\nevent: message\ndata: ["news","m0"]\n\n'
+
+            # One ends by the client hanging up, the other by a DELETE.
+            first.close()
+            closed = await wait_for_event(buffer, "stream.closed")
+            assert [r["consumer_id"] for r in closed] == [first_id]
+            deleted = await running.api("DELETE", f"/consumers/{second_id}")
+            assert deleted.status == 204
+            assert await second.at_eof()
+            await wait_for_event(buffer, "stream.closed", count=2)
+        records = parse(buffer)
+
+    opened = named(records, "stream.opened")
+    assert [r["consumer_id"] for r in opened] == [first_id, second_id]
+    assert opened[0]["remote_ip"] == "127.0.0.1"
+    assert opened[0]["user_agent"] == "unifrost-tests"
+    assert opened[0]["last_event_id"] is None
+    assert opened[1]["user_agent"] == "unifrost-tests"
+    assert opened[1]["last_event_id"] == 0
+
+    closed = {r["consumer_id"]: r for r in named(records, "stream.closed")}
+    assert len(named(records, "stream.closed")) == 2
+    assert closed[first_id]["reason"] == "client"
+    assert closed[second_id]["reason"] == "consumer_closed"
+    for consumer_id, frames in ((first_id, first_frames), (second_id, second_frames)):
+        record = closed[consumer_id]
+        assert record["messages"] == 3
+        assert record["bytes"] == sum(len(frame) for frame in frames)
+        assert isinstance(record["duration_s"], int | float)
+        assert 0 <= record["duration_s"] < 10
+
+
+async def test_replayed_messages_count_in_stream_closed() -> None:
+    with captured_logs() as buffer:
+        async with running_server() as running:
+            consumer_id = await running.create_consumer(["news"])
+            await running.publish("news", "early-1")
+            await running.publish("news", "early-2")
+            client = await running.stream(consumer_id)
+            await client.opening()
+            frames = await read_raw_frames(client, 2)
+            assert frames[1] == b'id: 2\nevent: message\ndata: ["news","early-2"]\n\n'
+            client.close()
+            await wait_for_event(buffer, "stream.closed")
+        records = parse(buffer)
+    (closed,) = named(records, "stream.closed")
+    assert (closed["messages"], closed["bytes"]) == (2, sum(map(len, frames)))
+    (opened,) = named(records, "stream.opened")
+    assert opened["replayed"] == 2
+
+
+# --- consumers, subscriptions and control calls ---------------------------------------------
+
+
+async def test_consumer_lifecycle_and_control_calls_are_logged() -> None:
+    with captured_logs() as buffer:
+        async with running_server(consumer_ttl=0.3) as running:
+            created = await running.api("POST", "/consumers", {"id": "log-c1", "topics": ["a"]})
+            assert created.status == 201
+            # An open stream keeps log-c1 from its TTL until the DELETE.
+            client = await running.stream("log-c1")
+            await client.opening()
+            changed = await running.api(
+                "POST", "/consumers/log-c1/subscriptions", {"add": ["b"], "remove": ["a"]}
+            )
+            assert changed.status == 200
+            assert (await running.api("GET", "/consumers/log-c1")).status == 200
+            assert (await running.api("DELETE", "/consumers/log-c1")).status == 204
+            assert await client.at_eof()
+            assert (await running.api("GET", "/consumers/log-c1")).status == 404
+            await running.create_consumer(id="log-c2")
+            evicted = await wait_for_event(buffer, "consumer.evicted", count=2)
+            assert len(evicted) == 2
+        records = parse(buffer)
+
+    assert [r["consumer_id"] for r in named(records, "consumer.created")] == ["log-c1", "log-c2"]
+    assert [(r["consumer_id"], r["reason"]) for r in named(records, "consumer.evicted")] == [
+        ("log-c1", "deleted"),
+        ("log-c2", "ttl"),
+    ]
+    changes = named(records, "subscription.changed")
+    assert [(r["consumer_id"], r["subscriptions"]) for r in changes] == [
+        ("log-c1", ["a"]),
+        ("log-c1", ["b"]),
+    ]
+    assert (changes[1]["added"], changes[1]["removed"]) == (["b"], ["a"])
+
+    requests = [(r["method"], r["path"], r["status"]) for r in named(records, "http.request")]
+    assert requests == [
+        ("POST", "/consumers", 201),
+        ("POST", "/consumers/log-c1/subscriptions", 200),
+        ("GET", "/consumers/log-c1", 200),
+        ("DELETE", "/consumers/log-c1", 204),
+        ("GET", "/consumers/log-c1", 404),
+        ("POST", "/consumers", 201),
+    ]
+    for record in named(records, "http.request"):
+        assert record["level"] == "info"
+        assert record["remote_ip"] == "127.0.0.1"
+        assert isinstance(record["duration_ms"], int | float)
+
+
+async def test_server_start_and_stop_are_logged_in_order() -> None:
+    with captured_logs() as buffer:
+        async with running_server() as running:
+            port = running.server.public_port
+        records = parse(buffer)
+    events = [r["event"] for r in records]
+    started = events.index("server.started")
+    assert started < events.index("server.stopping") < events.index("server.stopped")
+    assert records[started]["listen"] == f"127.0.0.1:{port}"
+
+
+# --- stdlib loggers and formats ----------------------------------------------------------
+
+
+def test_tornado_loggers_use_the_same_json_shape() -> None:
+    with captured_logs() as buffer:
+        logging.getLogger("tornado.application").error("boom %s", "x")
+        logging.getLogger("tornado.access").warning("slow")
+        logging.getLogger("tornado.general").debug("hidden at info level")
+        records = parse(buffer)
+    assert [(r["event"], r["level"]) for r in records] == [
+        ("boom x", "error"),
+        ("slow", "warning"),
+    ]
+
+
+def test_exceptions_are_rendered_inside_the_json_line() -> None:
+    with captured_logs() as buffer:
+        try:
+            raise ValueError("kaput")
+        except ValueError:
+            logging.getLogger("tornado.application").exception("handler failed")
+        records = parse(buffer)
+    (record,) = records
+    assert record["event"] == "handler failed"
+    assert record["level"] == "error"
+    assert "ValueError: kaput" in record["exception"]
+
+
+def test_log_level_filters_our_events() -> None:
+    with captured_logs(level="warning") as buffer:
+        get_logger("unifrost.test").info("quiet.event")
+        get_logger("unifrost.test").warning("loud.event", detail=1)
+        records = parse(buffer)
+    assert [(r["event"], r["detail"]) for r in records] == [("loud.event", 1)]
+
+
+def test_console_format_renders_readable_lines() -> None:
+    with captured_logs("console") as buffer:
+        get_logger("unifrost.test").info("consumer.created", consumer_id="abc123")
+        logging.getLogger("tornado.application").error("tornado says hi")
+        lines = buffer.getvalue().splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        try:
+            json.loads(line)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError(f"console line is JSON: {line!r}")
+    assert "consumer.created" in lines[0]
+    assert "consumer_id=abc123" in lines[0]
+    assert "info" in lines[0]
+    assert "tornado says hi" in lines[1]
+    assert "error" in lines[1]
+
+
+# --- no credentials -------------------------------------------------------------------------
+
+
+async def test_admin_token_never_appears_in_logs() -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with captured_logs() as buffer:
+        async with running_server(admin_token=TOKEN) as running:
+            created = await running.api("POST", "/consumers", {"topics": ["t"]}, headers=auth)
+            assert created.status == 201
+            consumer_id = created.json()["consumer_id"]
+            refused = await running.api("GET", "/consumers", headers={"Authorization": "Bearer x"})
+            assert refused.status == 401
+            assert (await running.api("GET", f"/consumers/{consumer_id}")).status == 401
+            published = await running.api("POST", "/publish?topic=t", "p", headers=auth)
+            assert published.status == 202
+            assert (await running.api("GET", "/metrics", headers=auth)).status == 200
+            client = await running.stream(consumer_id, headers=auth)
+            await client.opening()
+            client.close()
+            await wait_for_event(buffer, "stream.closed")
+        records = parse(buffer)
+    text = buffer.getvalue()
+    assert TOKEN not in text
+    assert [r["status"] for r in named(records, "http.request")] == [201, 401, 401, 202]
+    assert named(records, "stream.closed")[0]["consumer_id"] == consumer_id
