@@ -10,12 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import io
 import json
+import logging
 import socket
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
+import structlog
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.brokers.base import Broker
 from service.config import Address, Settings
+from service.log import configure_logging
 from service.metrics import Metrics
 from service.server import Server
 
@@ -79,8 +87,10 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def running_server(**changes: Any) -> AsyncIterator[Running]:
-    server = Server(make_settings(**changes), Metrics())
+async def running_server(driver: Broker | None = None, **changes: Any) -> AsyncIterator[Running]:
+    """A started server with ``changes`` applied to the test settings; ``driver`` is a
+    broker driver to use instead of the one ``settings.broker`` names."""
+    server = Server(make_settings(**changes), Metrics(), broker=driver)
     await server.start()
     try:
         yield Running(server)
@@ -299,3 +309,59 @@ class SseClient:
         """Drop the connection abruptly, as a closing browser tab does."""
         if self._writer is not None:
             self._writer.transport.abort()
+
+
+# --- waiting, scraping, asserting ---------------------------------------------------------
+
+
+async def wait_for(
+    predicate: Callable[[], Awaitable[bool]], timeout: float = 3.0, interval: float = 0.01
+) -> None:
+    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+async def metric(running: Running, name: str, **labels: str) -> float:
+    """One sample from a real ``GET /metrics`` scrape."""
+    response = await running.api("GET", "/metrics")
+    assert response.status == 200, response.text
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    raise AssertionError(f"no sample {name}{labels}")
+
+
+def assert_json_error(response: Response, status: int, code: str | None = None) -> dict[str, Any]:
+    """``response`` is ``status`` with a ``{"error": {"code", "message"}}`` body."""
+    assert response.status == status, (response.status, response.text)
+    assert "Traceback" not in response.text
+    assert response.headers.get("content-type", "").startswith("application/json"), response
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert isinstance(error["code"], str) and error["code"], body
+    assert isinstance(error["message"], str) and error["message"], body
+    if code is not None:
+        assert error["code"] == code, body
+    return dict(error)
+
+
+@contextlib.contextmanager
+def captured_logs(fmt: str = "json", level: str = "info") -> Iterator[io.StringIO]:
+    """Route the service's logging into a buffer for the duration of the block."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    saved_structlog = structlog.get_config()
+    buffer = io.StringIO()
+    configure_logging(fmt, level, stream=buffer)
+    try:
+        yield buffer
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        structlog.configure(**saved_structlog)

@@ -3,36 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import json
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import structlog
-
-from service.log import configure_logging, get_logger
-from tests.support import SseClient, running_server
+from service.log import get_logger
+from tests.support import SseClient, captured_logs, running_server
 
 TOKEN = "adm1n-t0ken-Zq8vXw"
-
-
-@contextlib.contextmanager
-def captured_logs(fmt: str = "json", level: str = "info") -> Iterator[io.StringIO]:
-    """Route every log line into a buffer; restore the previous setup afterwards."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    saved_structlog = structlog.get_config()
-    buffer = io.StringIO()
-    configure_logging(fmt, level, stream=buffer)
-    try:
-        yield buffer
-    finally:
-        root.handlers[:] = saved_handlers
-        root.setLevel(saved_level)
-        structlog.configure(**saved_structlog)
 
 
 def parse(buffer: io.StringIO) -> list[dict[str, Any]]:

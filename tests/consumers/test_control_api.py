@@ -15,25 +15,18 @@ from typing import Any
 import pytest
 
 from service.config import LimitSettings
-from tests.support import DEFAULT_TIMEOUT, Response, Running, parse_response, running_server
+from tests.support import (
+    DEFAULT_TIMEOUT,
+    Response,
+    Running,
+    assert_json_error,
+    parse_response,
+    running_server,
+    wait_for,
+)
 
 URL_SAFE = re.compile(r"[A-Za-z0-9_-]+")
 TOKEN = "s3cret"
-
-
-def assert_json_error(response: Response, status: int, code: str | None = None) -> dict[str, Any]:
-    """``response`` is ``status`` with a ``{"error": {"code", "message"}}`` body."""
-    assert response.status == status, (response.status, response.text)
-    assert "Traceback" not in response.text
-    assert response.headers.get("content-type", "").startswith("application/json"), response
-    body = response.json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert isinstance(error["code"], str) and error["code"], body
-    assert isinstance(error["message"], str) and error["message"], body
-    if code is not None:
-        assert error["code"] == code, body
-    return dict(error)
 
 
 async def raw_exchange(address: tuple[str, int], head: str, body: bytes = b"") -> Response:
@@ -50,13 +43,6 @@ async def raw_exchange(address: tuple[str, int], head: str, body: bytes = b"") -
 
 async def subscriptions(running: Running, consumer_id: str, body: Any) -> Response:
     return await running.api("POST", f"/consumers/{consumer_id}/subscriptions", body)
-
-
-async def wait_for(predicate: Any, timeout: float = DEFAULT_TIMEOUT) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 # --- POST /consumers -----------------------------------------------------------------------

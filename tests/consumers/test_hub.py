@@ -4,17 +4,14 @@ fan-out across instances, and broker trouble reaching the streams."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from service.brokers import MemoryBroker
 from service.brokers.base import ErrorCallback, MessageCallback, Subscription
-from service.metrics import Metrics
-from service.server import Server
-from tests.support import Frame, Running, SseClient, make_settings, running_server
+from tests.support import Frame, Running, SseClient, metric, running_server
 
 # --- helpers --------------------------------------------------------------------------
 
@@ -34,16 +31,6 @@ def bus_subscriptions(running: Running) -> dict[str, int]:
 def hub_topics(running: Running) -> list[str]:
     assert running.server.ctx is not None
     return list(running.server.ctx.hub.topics)
-
-
-async def metric(running: Running, name: str) -> float:
-    """One unlabelled sample from ``GET /metrics``."""
-    response = await running.api("GET", "/metrics")
-    assert response.status == 200
-    for line in response.text.splitlines():
-        if line.startswith(f"{name} "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not exported")
 
 
 async def assert_broker_subscriptions(running: Running, expected: dict[str, int]) -> None:
@@ -335,19 +322,10 @@ class LaggingBroker(MemoryBroker):
         return await super().subscribe(topic, on_message, on_error)
 
 
-@contextlib.asynccontextmanager
-async def lagging_server(**changes: Any) -> AsyncIterator[Running]:
-    server = Server(make_settings(**changes), Metrics(), broker=LaggingBroker())
-    await server.start()
-    try:
-        yield Running(server)
-    finally:
-        if server.ctx is not None and not server.ctx.state.draining:
-            await server.stop()
-
-
 async def test_concurrent_subscribes_while_broker_subscribe_is_pending() -> None:
-    async with lagging_server() as running:
+    async with running_server(
+        driver=LaggingBroker(),
+    ) as running:
         ids = [await running.create_consumer() for _ in range(20)]
         readers = [await open_stream(running, cid) for cid in ids]
         results = await subscribe_all(running, ids, "hot")
@@ -362,7 +340,9 @@ async def test_concurrent_subscribes_while_broker_subscribe_is_pending() -> None
 
 
 async def test_concurrent_subscribes_to_a_refused_topic_all_fail() -> None:
-    async with lagging_server() as running:
+    async with running_server(
+        driver=LaggingBroker(),
+    ) as running:
         running.broker.rejected_topics.add("hot")
         ids = [await running.create_consumer() for _ in range(10)]
         results = await subscribe_all(running, ids, "hot")
@@ -382,7 +362,9 @@ async def test_concurrent_subscribes_to_a_refused_topic_all_fail() -> None:
 
 
 async def test_consumer_deleted_while_broker_subscribe_is_pending() -> None:
-    async with lagging_server() as running:
+    async with running_server(
+        driver=LaggingBroker(),
+    ) as running:
         consumer_id = await running.create_consumer()
         pending = asyncio.ensure_future(update(running, consumer_id, add=["hot"]))
         await wait_until(lambda: running.broker.subscribe_calls == 1)

@@ -5,36 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from service.config import BufferSettings, ClientSubscriptionSettings
-from tests.support import Frame, Running, SseClient, running_server
+from tests.support import Frame, Running, SseClient, metric, running_server
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-async def wait_for(
-    predicate: Callable[[], Awaitable[bool]], timeout: float = 3.0, interval: float = 0.02
-) -> None:
-    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
-
-
-async def metric(running: Running, name: str, **labels: str) -> float:
-    """One sample from a real ``GET /metrics`` scrape."""
-    response = await running.api("GET", "/metrics")
-    assert response.status == 200, response.text
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return float(sample.value)
-    raise AssertionError(f"no sample {name}{labels}")
 
 
 async def read_ids_until_eof(client: SseClient) -> list[int]:

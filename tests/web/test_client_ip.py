@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import logging
-from collections.abc import Iterator
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any
 
 import pytest
-import structlog
 
-from service.log import configure_logging
 from service.web.client_ip import client_ip
-from tests.support import running_server
+from tests.support import captured_logs, running_server
 
 LOOPBACK = (IPv4Network("127.0.0.0/8"), IPv6Network("::1/128"))
 PROXIES = (*LOOPBACK, ip_network("10.0.0.0/8"))
@@ -97,28 +92,13 @@ def test_garbage_values_never_become_the_client(headers: dict[str, str], expecte
 # --- end to end: what stream.opened logs ----------------------------------------------------
 
 
-@contextlib.contextmanager
-def captured_json_logs() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    saved_structlog = structlog.get_config()
-    buffer = io.StringIO()
-    configure_logging("json", "info", stream=buffer)
-    try:
-        yield buffer
-    finally:
-        root.handlers[:] = saved_handlers
-        root.setLevel(saved_level)
-        structlog.configure(**saved_structlog)
-
-
 def events(buffer: io.StringIO, name: str) -> list[dict[str, Any]]:
     lines = [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
     return [line for line in lines if line["event"] == name]
 
 
 async def opened_remote_ip(**settings: Any) -> str:
-    with captured_json_logs() as buffer:
+    with captured_logs() as buffer:
         async with running_server(**settings) as running:
             consumer_id = await running.create_consumer(["news"])
             client = await running.stream(consumer_id, headers={"X-Forwarded-For": "203.0.113.7"})
@@ -140,7 +120,7 @@ async def test_stream_opened_logs_peer_when_no_proxy_is_trusted() -> None:
 
 
 async def test_control_request_log_uses_forwarded_client() -> None:
-    with captured_json_logs() as buffer:
+    with captured_logs() as buffer:
         async with running_server() as running:
             response = await running.api(
                 "POST", "/consumers", {}, headers={"X-Forwarded-For": "198.51.100.23"}

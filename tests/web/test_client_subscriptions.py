@@ -12,25 +12,10 @@ from typing import Any
 import pytest
 
 from service.config import ClientSubscriptionSettings
-from tests.support import Response, Running, running_server
+from tests.support import Response, Running, assert_json_error, running_server
 
 ORIGIN = "https://app.example"
 ENABLED = ClientSubscriptionSettings(enabled=True, allow=("chat.*",))
-
-
-def assert_json_error(response: Response, status: int, code: str | None = None) -> dict[str, Any]:
-    """``response`` is ``status`` with a ``{"error": {"code", "message"}}`` body."""
-    assert response.status == status, (response.status, response.text)
-    assert "Traceback" not in response.text
-    assert response.headers.get("content-type", "").startswith("application/json"), response
-    body = response.json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert isinstance(error["code"], str) and error["code"], body
-    assert isinstance(error["message"], str) and error["message"], body
-    if code is not None:
-        assert error["code"] == code, body
-    return dict(error)
 
 
 async def client_update(running: Running, body: Any, **kw: Any) -> Response:
