@@ -103,10 +103,19 @@ class SseConnection:
         Replay is bounded by the consumer buffer, so it may exceed
         ``max_write_buffer`` by that much without counting as a slow reader.
         """
-        self.iostream.max_write_buffer_size = self.max_write_buffer + len(data)
+        stream = self.iostream
+        stream.max_write_buffer_size = self.max_write_buffer + len(data)
         self._write(data)
         self.messages += replayed
         self.bytes += replay_bytes
+        if stream.writing():
+            # Back to the plain cap once the opening burst has left the buffer.
+            stream.write(b"").add_done_callback(self._restore_write_cap)
+        else:
+            stream.max_write_buffer_size = self.max_write_buffer
+
+    def _restore_write_cap(self, _future: object) -> None:
+        self.iostream.max_write_buffer_size = self.max_write_buffer
 
     def heartbeat(self) -> None:
         """Called twice per heartbeat interval; writes a comment after a full idle interval.

@@ -160,7 +160,12 @@ class Consumer:
         stream has been sent yet". Returns the frames and, when some wanted
         messages were already dropped, ``(first_available_id, lost_count)``.
         """
-        after = self.delivered_id if last_event_id is None else min(last_event_id, self.last_id)
+        # An id beyond anything this consumer produced belongs to another consumer
+        # (e.g. a custom id reused after eviction): treat it as no id at all.
+        if last_event_id is None or last_event_id > self.last_id:
+            after = self.delivered_id
+        else:
+            after = last_event_id
         wanted = after + 1
         gap = None
         if wanted < self._first_id:

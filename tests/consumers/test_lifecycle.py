@@ -154,6 +154,17 @@ async def test_resume_at_latest_id_replays_nothing() -> None:
         again.close()
 
 
+async def test_last_event_id_from_another_consumer_is_ignored() -> None:
+    # A custom id reused after eviction: the browser still holds the old stream's id.
+    async with running_server() as running:
+        await running.create_consumer(["news"], id="tab-7")
+        await running.publish("news", "m1")
+        await running.publish("news", "m2")
+        client, _ = await connect(running, "tab-7", headers={"Last-Event-ID": "999"})
+        assert topic_frames(await client.messages(2)) == [(1, "news", "m1"), (2, "news", "m2")]
+        client.close()
+
+
 def _assert_resume_gap(frame: Frame, first: int, lost: int) -> None:
     assert frame.id is None
     assert (frame.event, frame.topic) == ("message", "/unifrost/error")
