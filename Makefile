@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint services bench clean
 
 $(STAMP): setup.cfg setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,9 +18,12 @@ install: $(STAMP)
 run: install
 	$(BIN)/unifrost serve --demo --listen 127.0.0.1:8080
 
-## Lint, type-check and run the whole test suite.
-test: install lint
+## Lint, type-check, start the brokers if needed, run the whole test suite.
+test: install lint services
 	$(BIN)/python -m pytest
+
+services:
+	scripts/ensure-services.sh
 
 lint: install
 	$(BIN)/ruff check service tests bench examples

@@ -64,13 +64,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from service.server import run
 
     try:
-        open_broker(settings.broker)
+        broker = open_broker(settings.broker, settings)
     except ValueError as exc:
         print(f"unifrost: config: broker: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(settings.log.format, settings.log.level)
     try:
-        run(settings)
+        run(settings, broker)
     except (OSError, BrokerError) as exc:  # address in use, broker unreachable, ...
         print(f"unifrost: cannot start: {exc}", file=sys.stderr)
         return 1

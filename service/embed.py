@@ -147,7 +147,7 @@ async def new_stream_handler(
     settings = Settings()
     for option in options:
         settings = option(settings)
-    driver = open_broker(broker) if isinstance(broker, str) else broker
+    driver = open_broker(broker, settings) if isinstance(broker, str) else broker
     metrics = Metrics(registry)
     hub = TopicHub(driver, metrics, settings.event_name)
     await driver.connect()

@@ -44,7 +44,7 @@ class Server:
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.broker = broker or open_broker(settings.broker)
+        self.broker = broker or open_broker(settings.broker, settings)
         self.ctx: AppContext | None = None
         self.public_port = 0
         self.admin_port = 0
@@ -120,6 +120,6 @@ class Server:
             await server.close_all_connections()
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, broker: Broker | None = None) -> None:
     """Serve until signalled; the process exits 0 after a clean drain."""
-    asyncio.run(Server(settings).serve())
+    asyncio.run(Server(settings, broker=broker).serve())

@@ -32,7 +32,11 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 MessageCallback = Callable[[str, bytes], None]
 """``on_message(topic, body)``: ``topic`` is the message's actual topic, which
@@ -51,11 +55,19 @@ class BrokerUnavailable(BrokerError):
 
 
 class BrokerListener(Protocol):
-    """Receives connection status changes from a driver."""
+    """Hears what a driver reports (the topic hub, in the service)."""
 
-    def broker_down(self, reason: str) -> None: ...
+    def broker_down(self, reason: str) -> None:
+        """The connection was lost; the driver is reconnecting."""
 
-    def broker_up(self, reconnected: bool) -> None: ...
+    def broker_up(self, reconnected: bool) -> None:
+        """Connected; ``reconnected`` after a loss, every subscription restored."""
+
+    def broker_error(self, message: str) -> None:
+        """A failure that ends no subscription (a failed reconnect attempt, ...)."""
+
+    def messages_dropped(self, topic: str, count: int, reason: str) -> None:
+        """The driver lost ``count`` messages of subscription ``topic``."""
 
 
 class Subscription(abc.ABC):
@@ -74,15 +86,47 @@ class Broker(abc.ABC):
 
     def __init__(self) -> None:
         self._listener: BrokerListener | None = None
+        self._up = False
+        self._was_up = False
 
     def set_listener(self, listener: BrokerListener) -> None:
         """Register who hears about connection loss and recovery."""
         self._listener = listener
 
     @property
-    @abc.abstractmethod
     def is_up(self) -> bool:
         """True while the broker is reachable (drives ``/readyz``)."""
+        return self._up
+
+    # --- for drivers: report state changes exactly once per transition -----------
+
+    def _mark_up(self) -> None:
+        if self._up:
+            return
+        self._up = True
+        reconnected, self._was_up = self._was_up, True
+        if self._listener:
+            self._listener.broker_up(reconnected=reconnected)
+
+    def _mark_down(self, reason: str) -> None:
+        if not self._up:
+            return
+        self._up = False
+        if self._listener:
+            self._listener.broker_down(reason)
+
+    def _report_error(self, message: str) -> None:
+        if self._listener:
+            self._listener.broker_error(message)
+
+    def _report_dropped(self, topic: str, count: int, reason: str) -> None:
+        if self._listener:
+            self._listener.messages_dropped(topic, count, reason)
+
+    @classmethod
+    def from_url(cls, url: str, settings: Settings) -> Broker:
+        """Build a driver from its URL and the service settings (broker options)."""
+        raise NotImplementedError(f"{cls.__name__} cannot be built from a URL")
 
     @abc.abstractmethod
     async def connect(self) -> None:
@@ -119,3 +163,12 @@ class Broker(abc.ABC):
     def describe(self) -> str:
         """The broker URL with credentials removed, safe for logs."""
         return f"{self.scheme}://"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any user and password replaced by ``***`` (for logs and errors)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))

@@ -18,6 +18,7 @@ from service.brokers.base import (
     MessageCallback,
     Subscription,
 )
+from service.config import Settings
 from service.log import get_logger
 
 log = get_logger(__name__)
@@ -65,29 +66,22 @@ class MemoryBroker(Broker):
         self.name = name
         self._bus = _NAMED_BUSES.setdefault(name, _Bus()) if name else _Bus()
         self._subs: list[_MemorySubscription] = []
-        self._up = False
         #: Topics whose subscribe() fails, to exercise subscription errors.
         self.rejected_topics: set[str] = set()
 
     @classmethod
-    def from_url(cls, url: str) -> MemoryBroker:
+    def from_url(cls, url: str, settings: Settings | None = None) -> MemoryBroker:
         # Credentials mean nothing here; dropping them keeps them out of describe().
         return cls(url.split("://", 1)[1].strip("/").rpartition("@")[2])
 
-    @property
-    def is_up(self) -> bool:
-        return self._up
-
     async def connect(self) -> None:
-        self._up = True
-        if self._listener:
-            self._listener.broker_up(reconnected=False)
+        self._mark_up()
 
     async def close(self) -> None:
         for sub in self._subs:
             sub.detach()
         self._subs.clear()
-        self._up = False
+        self._up = False  # closed on purpose: nobody to tell
 
     async def subscribe(
         self, topic: str, on_message: MessageCallback, on_error: ErrorCallback
@@ -123,11 +117,11 @@ class MemoryBroker(Broker):
             sub.on_error(message)
 
     def go_down(self, reason: str = "connection lost") -> None:
-        self._up = False
-        if self._listener:
-            self._listener.broker_down(reason)
+        self._mark_down(reason)
 
     def come_back(self) -> None:
-        self._up = True
-        if self._listener:
-            self._listener.broker_up(reconnected=True)
+        self._mark_up()
+
+    def drop_messages(self, topic: str, count: int, reason: str = "slow consumer") -> None:
+        """Report lost messages as a driver with a bounded client buffer would."""
+        self._report_dropped(topic, count, reason)

@@ -175,15 +175,21 @@ class TopicHub:
             if consumer.stream is not None:
                 consumer.stream.send_control(frame)
 
-    def report_dropped(self, topic: str, count: int, message: str) -> None:
+    def messages_dropped(self, topic: str, count: int, reason: str) -> None:
         """A driver lost ``count`` messages of ``topic`` (e.g. a slow-consumer limit)."""
         self.metrics.messages_dropped.labels("broker").inc(count)
+        log.warning("broker.messages_dropped", topic=topic, count=count, reason=reason)
         entry = self._topics.get(topic)
         if entry is not None:
+            message = f"{count} message(s) lost by the broker client: {reason}"
             self._broadcast(
                 entry.consumers.values(),
                 sse.error_frame(sse.MESSAGES_DROPPED, message, topic, count=count),
             )
+
+    def broker_error(self, message: str) -> None:
+        self.metrics.broker_errors.inc()
+        log.warning("broker.error", broker=self.broker.describe(), error=message)
 
     def broker_down(self, reason: str) -> None:
         self.metrics.broker_up.set(0)
