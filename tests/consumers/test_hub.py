@@ -374,3 +374,18 @@ async def test_consumer_deleted_while_broker_subscribe_is_pending() -> None:
         await wait_until(lambda: bus_subscriptions(running) == {})
         await assert_broker_subscriptions(running, {})
         assert await metric(running, "unifrost_subscriptions") == 0
+
+
+async def test_messages_lost_by_the_driver_reach_that_topics_streams(server: Running) -> None:
+    lossy = await open_stream(server, await server.create_consumer(["ticks"]))
+    other = await open_stream(server, await server.create_consumer(["news"]))
+    server.broker.drop_messages("ticks", 7, "slow consumer")
+    frame = await lossy.data_frame()
+    assert frame.id is None and frame.topic == "/unifrost/error"
+    error = frame.inner["error"]
+    assert (error["code"], error["topic"], error["count"]) == ("messages-dropped", "ticks", 7)
+    assert "slow consumer" in error["message"]
+    assert await metric(server, "unifrost_messages_dropped_total", reason="broker") == 7
+    # Streams of other topics hear nothing of it.
+    await server.publish("news", "unaffected")
+    assert_message(await other.data_frame(), 1, "news", "unaffected")
