@@ -133,7 +133,11 @@ class SseConnection:
         if self.closed:
             return
         if frame is not None and reason != "slow_reader":
+            # The farewell is small and final: it may exceed the slow-reader cap.
+            self.iostream.max_write_buffer_size = None
             self._write(frame)
+            if self.closed:  # the peer was already gone
+                return
         self.closed = True
         self.close_reason = reason
         stream = self.iostream

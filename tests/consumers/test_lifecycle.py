@@ -4,6 +4,8 @@ resume gaps, stream takeover, deletion and shutdown."""
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import time
 from typing import Any
 
@@ -306,3 +308,22 @@ async def test_shutdown_says_goodbye_to_every_stream() -> None:
             pass
         else:
             raise AssertionError("the public listener still accepts connections")
+
+
+async def test_delete_racing_a_vanished_client_counts_one_close() -> None:
+    async with running_server() as running:
+        consumer_id = await running.create_consumer(["news"])
+        client, _ = await connect(running, consumer_id)
+        sock = client._writer.get_extra_info("socket") if client._writer else None
+        assert sock is not None
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        await asyncio.sleep(0)  # the socket closes (RST sent); the server has not polled yet
+        assert running.manager.delete(consumer_id)
+        await asyncio.sleep(0.05)
+        assert await metric(running, "unifrost_connections") == 0
+        closed = [
+            await metric(running, "unifrost_connections_closed_total", reason=reason)
+            for reason in ("client", "consumer_closed")
+        ]
+        assert sum(closed) == 1
