@@ -103,9 +103,23 @@ class RabbitMQSettings:
     exchange: str = "amq.topic"
 
 
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
 @dataclass(frozen=True)
 class KafkaSettings:
+    """Client options for ``kafka://`` brokers, passed through to aiokafka."""
+
     client_id: str = "unifrost"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str | None = None
+    # repr=False: settings may end up in a log line or a traceback.
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
 
 
 _DEFAULT_LISTEN = Address("0.0.0.0", 8080)
@@ -341,6 +355,37 @@ def _choice(*allowed: str) -> Callable[[object], str]:
     return parse
 
 
+def _upper_choice(*allowed: str) -> Callable[[object], str]:
+    # For values whose canonical spelling is upper case (Kafka's SASL_SSL, PLAIN, ...).
+    def parse(value: object) -> str:
+        word = _parse_str(value).strip().upper()
+        if word not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
+        return word
+
+    return parse
+
+
+def _optional_str(value: object) -> str | None:
+    if value is None:
+        return None
+    return _parse_str(value).strip() or None
+
+
+def _optional_password(value: object) -> str | None:
+    # Like _optional_secret, but a wrong type never echoes the value into the error.
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"expected a string (got a value of type {type(value).__name__})")
+    return value or None
+
+
+def _optional_file(value: object) -> str | None:
+    path = _optional_str(value)
+    if path is not None and not os.path.isfile(path):
+        raise ValueError(f"no such file {path!r}")
+    return path
+
+
 # Every configuration key, by dotted name. Defaults live on the dataclasses.
 _PARSERS: dict[str, Callable[[object], object]] = {
     "broker": _broker,
@@ -368,6 +413,13 @@ _PARSERS: dict[str, Callable[[object], object]] = {
     "drain_timeout": _positive_duration,
     "rabbitmq.exchange": _non_empty_str,
     "kafka.client_id": _non_empty_str,
+    "kafka.security_protocol": _upper_choice(*KAFKA_SECURITY_PROTOCOLS),
+    "kafka.sasl_mechanism": _upper_choice(*KAFKA_SASL_MECHANISMS),
+    "kafka.sasl_username": _optional_str,
+    "kafka.sasl_password": _optional_password,
+    "kafka.ssl_cafile": _optional_file,
+    "kafka.ssl_certfile": _optional_file,
+    "kafka.ssl_keyfile": _optional_file,
 }
 _SECTIONS = frozenset(key.split(".")[0] for key in _PARSERS if "." in key)
 

@@ -14,6 +14,7 @@ from service.config import (
     Address,
     BufferSettings,
     ConfigError,
+    KafkaSettings,
     Settings,
     load_settings,
     parse_duration,
@@ -72,7 +73,16 @@ def test_defaults_match_the_spec() -> None:
     assert settings.demo is False
     assert (settings.log.format, settings.log.level) == ("json", "info")
     assert settings.rabbitmq.exchange == "amq.topic"
-    assert settings.kafka.client_id == "unifrost"
+    assert settings.kafka == KafkaSettings(
+        client_id="unifrost",
+        security_protocol="PLAINTEXT",
+        sasl_mechanism="PLAIN",
+        sasl_username=None,
+        sasl_password=None,
+        ssl_cafile=None,
+        ssl_certfile=None,
+        ssl_keyfile=None,
+    )
 
 
 def test_every_settings_field_has_a_parser() -> None:
@@ -342,6 +352,21 @@ def test_env_none_reads_process_environment(monkeypatch: pytest.MonkeyPatch) -> 
         ("log.level", "trace", "log.level: expected one of debug, info, warning, error"),
         ("rabbitmq.exchange", "", "rabbitmq.exchange: must not be empty"),
         ("kafka.client_id", " ", "kafka.client_id: must not be empty"),
+        (
+            "kafka.security_protocol",
+            "TLS",
+            "kafka.security_protocol: expected one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL,"
+            " got 'TLS'",
+        ),
+        (
+            "kafka.sasl_mechanism",
+            "GSSAPI",
+            "kafka.sasl_mechanism: expected one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512,"
+            " got 'GSSAPI'",
+        ),
+        ("kafka.ssl_cafile", "/nonexistent/ca.pem", "kafka.ssl_cafile: no such file"),
+        ("kafka.ssl_certfile", "/nonexistent/c.pem", "kafka.ssl_certfile: no such file"),
+        ("kafka.ssl_keyfile", "/nonexistent/k.pem", "kafka.ssl_keyfile: no such file"),
         ("admin_listen", "nowhere", "admin_listen: invalid address 'nowhere'"),
     ],
 )
@@ -423,6 +448,64 @@ def test_missing_file_is_a_problem_naming_the_file(tmp_path: Path) -> None:
 def test_file_problem_does_not_hide_other_problems(tmp_path: Path) -> None:
     path = str(tmp_path / "absent.yaml")
     assert len(problems_for(path, env={"UNIFROST_RETRY": "later"})) == 2
+
+
+# --- kafka ------------------------------------------------------------------
+
+
+def test_kafka_security_settings_from_file_and_env(tmp_path: Path) -> None:
+    ca, cert, key = (tmp_path / name for name in ("ca.pem", "client.pem", "client.key"))
+    for path in (ca, cert, key):
+        path.write_text("-----BEGIN-----\n", encoding="utf-8")
+    config = write_config(
+        tmp_path,
+        f"""
+kafka:
+  client_id: edge-7
+  security_protocol: sasl_ssl
+  sasl_mechanism: scram-sha-512
+  sasl_username: relay
+  ssl_cafile: {ca}
+  ssl_certfile: {cert}
+  ssl_keyfile: {key}
+""",
+    )
+    settings = load(config, env={"UNIFROST_KAFKA__SASL_PASSWORD": " pass word "})
+    assert settings.kafka == KafkaSettings(
+        client_id="edge-7",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="relay",
+        sasl_password=" pass word ",  # kept verbatim: spaces may be part of a password
+        ssl_cafile=str(ca),
+        ssl_certfile=str(cert),
+        ssl_keyfile=str(key),
+    )
+    assert "pass word" not in repr(settings)
+
+
+def test_kafka_empty_optional_values_mean_unset() -> None:
+    keys = ("sasl_username", "sasl_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile")
+    settings = load(overrides={f"kafka.{key}": "" for key in keys})
+    assert settings.kafka == KafkaSettings()
+
+
+def test_kafka_password_of_the_wrong_type_is_not_echoed(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "kafka:\n  sasl_password: 987654321\n")
+    [problem] = problems_for(path)
+    assert problem == "kafka.sasl_password: expected a string (got a value of type int)"
+    assert "987654321" not in problem
+
+
+def test_kafka_problems_are_all_reported(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path, "kafka:\n  security_protocol: ssl3\n  sasl_mechanism: 7\n  ssl_cafile: nope\n"
+    )
+    assert [line.split(":")[0] for line in problems_for(path)] == [
+        "kafka.security_protocol",
+        "kafka.sasl_mechanism",
+        "kafka.ssl_cafile",
+    ]
 
 
 # --- admin exposure -------------------------------------------------------
