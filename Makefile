@@ -30,9 +30,13 @@ lint: install
 	$(BIN)/ruff format --check service tests bench examples
 	$(BIN)/mypy
 
-## Fan-out benchmark (see bench/README.md).
-bench: install
-	$(BIN)/python -m bench.fanout
+## Benchmarks (README "Performance"): fan-out on memory://, then each broker.
+bench: install services
+	$(BIN)/python -m bench.fanout --streams 1000 --messages 1000
+	$(BIN)/python -m bench.brokers --broker memory://
+	$(BIN)/python -m bench.brokers --broker nats://127.0.0.1:4222
+	$(BIN)/python -m bench.brokers --broker amqp://guest:guest@127.0.0.1:5672/
+	$(BIN)/python -m bench.brokers --broker kafka
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=100)
     parser.add_argument("--latency-messages", type=int, default=500)
     parser.add_argument("--latency-rate", type=float, default=100.0)
-    parser.add_argument("--rates", default="250,500,1000,2000,4000")
+    parser.add_argument("--rates", default="250,500,1000,2000,3000,4000,6000")
     parser.add_argument("--step-seconds", type=float, default=3.0)
     args = parser.parse_args(argv)
 

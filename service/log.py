@@ -51,5 +51,17 @@ def configure_logging(fmt: str = "json", level: str = "info", stream: TextIO | N
     root.setLevel(level.upper())
 
 
+def quiet_library_logs(*names: str) -> None:
+    """Silence broker client libraries that log every retry during an outage.
+
+    Drivers report outages as ``broker.*`` events instead. A level the operator
+    set (or the embedding application) is left alone.
+    """
+    for name in names:
+        library_log = logging.getLogger(name)
+        if library_log.level == logging.NOTSET:
+            library_log.setLevel(logging.CRITICAL)
+
+
 def get_logger(name: str = "unifrost") -> Any:
     return structlog.stdlib.get_logger(name)

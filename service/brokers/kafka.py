@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 import re
 import time
@@ -99,7 +98,7 @@ from service.brokers.base import (
     redact_url,
 )
 from service.config import KafkaSettings, Settings
-from service.log import get_logger
+from service.log import get_logger, quiet_library_logs
 
 log = get_logger(__name__)
 
@@ -391,7 +390,7 @@ class KafkaBroker(Broker):
             raise BrokerUnavailable("the Kafka driver is closed")
         if self._producer is not None:
             return  # already connected
-        _quiet_client_logs()
+        quiet_library_logs("aiokafka")
         common = self._client_options()
         size_limit = max(1048576, self._options.max_message_bytes + 65536)
         timeout_ms = int(REQUEST_TIMEOUT * 1000) - 1000  # answer before our own bound
@@ -934,12 +933,3 @@ async def _stop(
         if fallback is not None:  # at least drop the connections
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(fallback(), CLOSE_TIMEOUT)
-
-
-def _quiet_client_logs() -> None:
-    # aiokafka logs every retry while a broker is away (several lines a second);
-    # outages are reported as broker.* events instead. A level set by the
-    # operator is left alone.
-    client_log = logging.getLogger("aiokafka")
-    if client_log.level == logging.NOTSET:
-        client_log.setLevel(logging.CRITICAL)

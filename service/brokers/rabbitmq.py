@@ -70,7 +70,7 @@ from service.brokers.base import (
     redact_url,
 )
 from service.config import Settings
-from service.log import get_logger
+from service.log import get_logger, quiet_library_logs
 
 log = get_logger(__name__)
 
@@ -231,6 +231,8 @@ class RabbitMQBroker(Broker):
         if self._connection is not None:
             return
         self._closing = False
+        # aio-pika and aiormq log a traceback per lost connection and retry.
+        quiet_library_logs("aio_pika", "aiormq")
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 await self._open()
