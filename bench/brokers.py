@@ -82,6 +82,21 @@ def start_tansu() -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("tansu did not start")
 
 
+def create_kafka_topic(url: str) -> None:
+    """Create the topic up front: a missing topic is only noticed on the next tick."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    async def create() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=url.split("://", 1)[1])
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(TOPIC, num_partitions=1, replication_factor=1)])
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+
+
 def reader(public: int, ids: list[str], ready: Any, counter: Any, stop: Any, out: Any) -> None:
     """Read every stream; count frames on all, parse latency on the first few."""
     socks = []
@@ -231,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     broker = args.broker
     if broker == "kafka":
         tansu, broker = start_tansu()
+    if broker.startswith("kafka://"):
+        create_kafka_topic(broker)
     os.environ["UNIFROST_BROKER"] = broker
     proc, public, admin = start_server("8MiB")
     ctx = mp.get_context("spawn")

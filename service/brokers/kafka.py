@@ -106,6 +106,7 @@ DEFAULT_PORT = 9092
 MAX_TOPIC_LENGTH = 249
 CONNECT_TIMEOUT = 5.0
 """Bound on the first connection (the CLI waits for it before serving)."""
+FETCH_MAX_WAIT_MS = 50
 REQUEST_TIMEOUT = 5.0
 """Bound on one publish and on resolving the positions of a subscribe."""
 PROBE_TIMEOUT = 2.0
@@ -410,6 +411,9 @@ class KafkaBroker(Broker):
             auto_offset_reset="earliest",
             request_timeout_ms=timeout_ms,
             max_partition_fetch_bytes=size_limit,
+            # The broker answers a fetch early once data arrives, but not every
+            # Kafka-compatible broker does: bound the wait for live latency.
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         # Our own requests only; a long max age keeps its background refresh
         # (which would ask for every topic of the cluster) out of the way.
