@@ -1,8 +1,10 @@
-"""One open SSE connection: the socket side of a stream.
+"""One open SSE connection: the socket side of a stream (the end of the hot path).
 
-Topic frames are written straight to the socket while the IOStream has nothing
-queued, and fall back to the IOStream's buffer when the kernel buffer is full.
-No coroutine, queue or future is created per delivery on the fast path.
+Frames handed to a connection are queued on it and written once per IOLoop
+iteration by the :class:`WriteBatcher`: a burst of messages costs one ``send``
+per stream, not one per message. Bytes go straight to the socket while nothing
+is backlogged, and to the IOStream's buffer only when the kernel buffer is full.
+No coroutine, queue or future is created per delivery.
 
 A reader that falls behind by more than ``max_write_buffer`` unsent bytes is
 disconnected at once (slow-reader policy): nothing waits for it, so it never
@@ -12,6 +14,7 @@ delays other streams. Its consumer keeps buffering, and the client resumes with
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import Callable
@@ -22,9 +25,6 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 
 from service import sse
-from service.log import get_logger
-
-log = get_logger("unifrost.stream")
 
 # A browser sends nothing after its request; a client that does is cut off
 # rather than buffered.
@@ -33,37 +33,114 @@ _MAX_INBOUND = 64 * 1024
 _CLOSE_GRACE = 5.0
 
 
+class WriteBatcher:
+    """Connections with frames queued in this IOLoop iteration, flushed together.
+
+    The flush runs as the next loop callback, after every message that arrived
+    in the same iteration has been fanned out.
+    """
+
+    __slots__ = ("_dirty",)
+
+    def __init__(self) -> None:
+        self._dirty: list[SseConnection] = []
+
+    def mark(self, conn: SseConnection) -> None:
+        """``conn`` has just queued its first frame of this iteration."""
+        if not self._dirty:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._dirty.append(conn)
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush()
+
+
 class SseConnection:
     """The write side of one ``GET /events`` stream, detached from Tornado's HTTP layer."""
+
+    __slots__ = (
+        "_backlogged",
+        "_batcher",
+        "_on_close",
+        "_pending",
+        "_quiet_sweeps",
+        "_socket",
+        "bytes",
+        "close_reason",
+        "closed",
+        "iostream",
+        "max_write_buffer",
+        "messages",
+        "opened_at",
+    )
 
     def __init__(
         self,
         iostream: IOStream,
         max_write_buffer: int,
+        batcher: WriteBatcher,
         on_close: Callable[[SseConnection, str], None],
     ) -> None:
         self.iostream = iostream
         self._socket: socket.socket = iostream.socket
         self.max_write_buffer = max_write_buffer
+        self._batcher = batcher
         self._on_close = on_close
         self.opened_at = time.monotonic()
         self.closed = False
         self.close_reason = ""
         self.messages = 0
         self.bytes = 0
+        self._pending: list[bytes] = []
+        # True while the IOStream holds unsent bytes: new bytes must queue behind them.
+        self._backlogged = False
         self._quiet_sweeps = 0
         iostream.max_buffer_size = _MAX_INBOUND
         iostream.set_close_callback(self._closed_by_peer)
         # Reading keeps the socket watched so a client hang-up is seen promptly.
         gen.convert_yielded(iostream.read_until_close()).add_done_callback(lambda f: f.exception())
 
-    # --- writing ----------------------------------------------------------------
+    # --- queueing (hot path) ----------------------------------------------------
+
+    def send(self, data: bytes) -> bool:
+        """Queue one topic frame for this iteration's flush."""
+        if self.closed:
+            return False
+        if not self._pending:
+            self._batcher.mark(self)
+        self._pending.append(data)
+        self.messages += 1
+        self.bytes += len(data)
+        return True
+
+    def send_control(self, frame: bytes) -> None:
+        """Queue an info/error frame (in order with topic frames, not counted)."""
+        if self.closed:
+            return
+        if not self._pending:
+            self._batcher.mark(self)
+        self._pending.append(frame)
+
+    def flush(self) -> None:
+        """Write everything queued, as one socket write."""
+        pending = self._pending
+        if not pending or self.closed:
+            pending.clear()
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        self._write(data)
+
+    # --- writing ------------------------------------------------------------------
 
     def _write(self, data: bytes) -> bool:
         if self.closed:
             return False
-        stream = self.iostream
-        if not stream.writing():
+        self._quiet_sweeps = 0
+        view: bytes | memoryview = data
+        if not self._backlogged:
             try:
                 sent = self._socket.send(data)
             except BlockingIOError:
@@ -72,33 +149,26 @@ class SseConnection:
                 self.close("client")
                 return False
             if sent == len(data):
-                self._quiet_sweeps = 0
                 return True
-            data = data[sent:]
+            view = memoryview(data)[sent:]
         try:
-            stream.write(data)
+            written = self.iostream.write(view)
         except StreamBufferFullError:
             self.close("slow_reader")
             return False
         except StreamClosedError:
             self.close("client")
             return False
-        self._quiet_sweeps = 0
+        self._backlogged = True
+        written.add_done_callback(self._maybe_drained)
         return True
 
-    def send(self, data: bytes) -> bool:
-        """Write one topic frame (hot path)."""
-        if self._write(data):
-            self.messages += 1
-            self.bytes += len(data)
-            return True
-        return False
-
-    def send_control(self, frame: bytes) -> None:
-        self._write(frame)
+    def _maybe_drained(self, _future: object) -> None:
+        if not self.iostream.writing():
+            self._backlogged = False
 
     def send_initial(self, data: bytes, replayed: int, replay_bytes: int) -> None:
-        """Headers, retry, info and replay in one write, before the slow-reader cap applies.
+        """Head, retry, info and replay in one write, before the slow-reader cap applies.
 
         Replay is bounded by the consumer buffer, so it may exceed
         ``max_write_buffer`` by that much without counting as a slow reader.
@@ -123,21 +193,24 @@ class SseConnection:
         Two sweeps without a write mean at most one interval of silence.
         """
         self._quiet_sweeps += 1
-        if self._quiet_sweeps >= 2:
+        if self._quiet_sweeps >= 2 and not self._pending:
             self._write(sse.HEARTBEAT)
 
     # --- closing ------------------------------------------------------------------
 
     def close(self, reason: str, frame: bytes | None = None) -> None:
-        """End the stream, flushing ``frame`` first when given."""
+        """End the stream, flushing what is queued and then ``frame`` when given."""
         if self.closed:
             return
-        if frame is not None and reason != "slow_reader":
+        if reason != "slow_reader":
             # The farewell is small and final: it may exceed the slow-reader cap.
             self.iostream.max_write_buffer_size = None
-            self._write(frame)
+            if frame:
+                self._pending.append(frame)
+            self.flush()
             if self.closed:  # the peer was already gone
                 return
+        self._pending.clear()
         self.closed = True
         self.close_reason = reason
         stream = self.iostream
@@ -155,6 +228,7 @@ class SseConnection:
         if not self.closed:
             self.closed = True
             self.close_reason = "client"
+            self._pending.clear()
             self._on_close(self, "client")
 
     @property

@@ -16,6 +16,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 
 from service import sse
 from service.brokers.base import BrokerError
+from service.consumers.connection import WriteBatcher
 from service.consumers.consumer import Consumer, StreamSink, new_consumer_id
 from service.consumers.hub import TopicHub
 from service.log import get_logger
@@ -66,6 +67,8 @@ class ConsumerManager:
         self._consumers: dict[str, Consumer] = {}
         self._connected: dict[str, Consumer] = {}
         hub.status_audience = lambda: self._connected.values()
+        #: Coalesces each IOLoop iteration's writes into one send per stream.
+        self.batcher = WriteBatcher()
         # Heartbeat: one sweep for all streams, twice per interval, so a stream
         # idle for a whole interval always gets a comment frame.
         self._heartbeat = PeriodicCallback(self._beat, policy.heartbeat * 1000 / 2)

@@ -117,7 +117,7 @@ class StreamHandler(CorsMixin):
                 ctx.metrics.slow_consumer_disconnects.inc()
             log.info("stream.closed", consumer_id=consumer.id, **conn.as_log())
 
-        conn = SseConnection(iostream, settings.max_write_buffer, on_close)
+        conn = SseConnection(iostream, settings.max_write_buffer, ctx.manager.batcher, on_close)
         frames, gap = ctx.manager.attach(consumer, conn, last_event_id)
         ctx.metrics.connections.inc()
         ctx.metrics.connections_opened.inc()
