@@ -20,6 +20,7 @@ import select
 import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -78,6 +79,24 @@ def _request(conn: http.client.HTTPConnection, method: str, path: str, body: byt
     if response.status >= 300:
         raise RuntimeError(f"{method} {path}: {response.status} {data!r}")
     return json.loads(data) if data else None
+
+
+def _publish(admin: int, messages: int, publishers: int, payload: bytes) -> None:
+    """``messages`` publishes spread over ``publishers`` keep-alive connections."""
+
+    def worker(count: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", admin)
+        for _ in range(count):
+            conn.request("POST", "/publish?topic=bench", body=payload)
+            conn.getresponse().read()
+        conn.close()
+
+    shares = [messages // publishers + (i < messages % publishers) for i in range(publishers)]
+    threads = [threading.Thread(target=worker, args=(n,)) for n in shares]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def _wait_connected(conn: http.client.HTTPConnection, streams: int) -> None:
@@ -140,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--payload", type=int, default=64, help="payload bytes")
     parser.add_argument("--readers", type=int, default=2, help="reader processes")
     parser.add_argument("--max-write-buffer", default="8MiB")
+    parser.add_argument(
+        "--publishers", type=int, default=1, help="concurrent publishing connections (bursts)"
+    )
     args = parser.parse_args(argv)
 
     proc, public, admin = start_server(args.max_write_buffer)
@@ -164,9 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         payload = b"x" * args.payload
         cpu_before = _cpu_seconds(proc.pid)
         started = time.perf_counter()
-        for _ in range(args.messages):
-            conn.request("POST", "/publish?topic=bench", body=payload)
-            conn.getresponse().read()
+        _publish(admin, args.messages, args.publishers, payload)
         delivered = sum(results.get(timeout=600) for _ in workers)
         elapsed = time.perf_counter() - started
         cpu = _cpu_seconds(proc.pid) - cpu_before
