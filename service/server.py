@@ -24,6 +24,10 @@ from service.web.demo import run_demo_publisher
 
 log = get_logger("unifrost.server")
 
+# Browsers reconnect in waves (after a deploy, a network blip): a deep accept
+# queue keeps a wave from hitting SYN retries. The kernel caps it at somaxconn.
+LISTEN_BACKLOG = 4096
+
 
 def policy_from(settings: Settings) -> ConsumerPolicy:
     return ConsumerPolicy(
@@ -78,7 +82,9 @@ class Server:
         # Streams are long-lived: no idle timeout on the connection itself;
         # heartbeats find dead peers.
         server = HTTPServer(app, max_body_size=body_limit, idle_connection_timeout=3600)
-        sockets = bind_sockets(address.port, address.host, family=socket.AF_UNSPEC)
+        sockets = bind_sockets(
+            address.port, address.host, family=socket.AF_UNSPEC, backlog=LISTEN_BACKLOG
+        )
         server.add_sockets(sockets)
         self._servers.append(server)
         return int(sockets[0].getsockname()[1])
