@@ -373,3 +373,28 @@ async def test_slow_reader_is_cut_off_without_delaying_others() -> None:
         assert await metric(running, "unifrost_slow_consumer_disconnects_total") == 1.0
         fast.close()
         resumed.close()
+
+
+async def test_a_burst_in_one_loop_iteration_arrives_whole_and_in_order() -> None:
+    # Messages fanned out in one IOLoop iteration leave in one write per stream;
+    # an error frame raised mid-burst keeps its place between them.
+    async with running_server() as running:
+        consumer_id = await running.create_consumer(["burst"])
+        client = await running.stream(consumer_id)
+        await client.opening()
+        broker = running.broker
+        for i in range(1, 101):
+            await broker.publish("burst", f"m{i}".encode())  # never yields: one iteration
+        broker.go_down("blip")
+        broker.come_back()
+        await broker.publish("burst", b"m101")
+        frames = [await client.data_frame() for _ in range(103)]
+        assert [(f.id, f.payload) for f in frames[:100]] == [
+            (str(i), f"m{i}") for i in range(1, 101)
+        ]
+        assert [f.inner["error"]["code"] for f in frames[100:102]] == [
+            "broker-unavailable",
+            "broker-recovered",
+        ]
+        assert (frames[102].id, frames[102].payload) == ("101", "m101")
+        client.close()
