@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint services bench clean
+.PHONY: install run test lint services browser bench bench-peers bench-brokers clean
 
 $(STAMP): setup.cfg setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,19 +19,31 @@ run: install
 	$(BIN)/unifrost serve --demo --listen 127.0.0.1:8080
 
 ## Lint, type-check, start the brokers if needed, run the whole test suite.
-test: install lint services
+test: install lint services browser
 	$(BIN)/python -m pytest
 
 services:
 	scripts/ensure-services.sh
+
+## Chromium and playwright-core for the end-to-end browser tests.
+browser:
+	scripts/ensure-browser.sh
 
 lint: install
 	$(BIN)/ruff check service tests bench examples
 	$(BIN)/ruff format --check service tests bench examples
 	$(BIN)/mypy
 
-## Benchmarks (README "Performance"): fan-out on memory://, then each broker.
-bench: install services
+## Side by side with nchan and sse-starlette (docs/performance.md): one table,
+## also saved to bench/results/latest.json. Installs the peers when missing.
+bench: install bench-peers
+	$(BIN)/python -m bench.suite
+
+bench-peers: install
+	bench/ensure-peers.sh $(BIN)/python
+
+## Single-server benchmarks: fan-out on memory://, then latency on each broker.
+bench-brokers: install services
 	$(BIN)/python -m bench.fanout --streams 1000 --messages 1000
 	$(BIN)/python -m bench.brokers --broker memory://
 	$(BIN)/python -m bench.brokers --broker nats://127.0.0.1:4222

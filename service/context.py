@@ -16,6 +16,8 @@ class ServerState:
     """Mutable run state: ``draining`` turns ``/readyz`` to 503 during shutdown."""
 
     draining: bool = False
+    #: The bound admin port (the demo page shows it in its publish command).
+    admin_port: int = 0
 
 
 @dataclass

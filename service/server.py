@@ -67,6 +67,7 @@ class Server:
         body_limit = max(settings.max_message_bytes, JSON_BODY_LIMIT)
         self.public_port = self._listen(make_public_app(self.ctx), settings.listen, body_limit)
         self.admin_port = self._listen(make_admin_app(self.ctx), settings.admin_listen, body_limit)
+        self.ctx.state.admin_port = self.admin_port
         if settings.demo:
             self._demo = asyncio.create_task(run_demo_publisher(self.broker))
         log.info(

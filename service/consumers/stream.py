@@ -64,14 +64,18 @@ class StreamHandler(CorsMixin):
     # --- request checks ---------------------------------------------------------------
 
     def _last_event_id(self) -> int | None:
+        # The browser echoes the id we sent; anything else is not ours, so ignore it.
+        # A browser reconnecting by itself keeps the URL (and any last_event_id
+        # it was opened with) and sends the newer Last-Event-ID: the header wins.
+        header = self.request.headers.get("Last-Event-ID", "").strip()
+        if header.isdigit():
+            return int(header)
         query = self.get_query_argument("last_event_id", None)
         if query is not None:
             if not query.isdigit():
                 raise ApiError(400, "bad-request", "last_event_id must be a non-negative integer")
             return int(query)
-        # The browser echoes the id we sent; anything else is not ours, so ignore it.
-        header = self.request.headers.get("Last-Event-ID", "").strip()
-        return int(header) if header.isdigit() else None
+        return None
 
     async def _find_consumer(self) -> Consumer:
         consumer_id = self.get_query_argument("id", None)
