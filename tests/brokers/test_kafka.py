@@ -22,7 +22,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from service.brokers import open_broker
 from service.brokers.base import Broker, BrokerError, BrokerUnavailable
-from service.brokers.kafka import KafkaBroker, topic_problem
+from service.brokers.kafka import KafkaBroker
+from service.brokers.kafka_config import topic_problem
 from service.config import KafkaSettings, Settings
 from tests.brokers.contract import BrokerContract, Collector
 from tests.brokers.kafka_server import (  # noqa: F401 (fixtures)

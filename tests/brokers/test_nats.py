@@ -21,7 +21,8 @@ from nats.aio.client import Client
 
 from service.brokers import open_broker
 from service.brokers.base import Broker, BrokerError, BrokerUnavailable
-from service.brokers.nats import NatsBroker, parse_url, subject_problem
+from service.brokers.nats import NatsBroker
+from service.brokers.nats_config import parse_url, subject_problem
 from tests.brokers.contract import BrokerContract, Collector
 from tests.brokers.nats_server import SHARED_URL, free_port, nats_server
 from tests.support import Frame, Running, SseClient, captured_logs, metric, running_server
