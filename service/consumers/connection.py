@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from asyncio import Future
 from collections.abc import Callable
 from typing import Any
 
@@ -98,9 +99,8 @@ class SseConnection:
         self._backlogged = False
         self._quiet_sweeps = 0
         iostream.max_buffer_size = _MAX_INBOUND
-        iostream.set_close_callback(self._closed_by_peer)
-        # Reading keeps the socket watched so a client hang-up is seen promptly.
-        gen.convert_yielded(iostream.read_until_close()).add_done_callback(lambda f: f.exception())
+        # The pending read watches the socket: it ends when the client hangs up.
+        gen.convert_yielded(iostream.read_until_close()).add_done_callback(self._read_ended)
 
     # --- queueing (hot path) ----------------------------------------------------
 
@@ -214,7 +214,6 @@ class SseConnection:
         self.closed = True
         self.close_reason = reason
         stream = self.iostream
-        stream.set_close_callback(None)
         if stream.writing() and reason != "slow_reader":
             # Let queued bytes (the closing frame) drain, then hang up.
             stream.write(b"").add_done_callback(lambda _f: stream.close())
@@ -223,6 +222,10 @@ class SseConnection:
         else:
             stream.close()
         self._on_close(self, reason)
+
+    def _read_ended(self, reading: Future[bytes]) -> None:
+        reading.exception()  # retrieved: a reset is an ordinary hang-up here
+        self._closed_by_peer()
 
     def _closed_by_peer(self) -> None:
         if not self.closed:
