@@ -78,6 +78,17 @@ class Subscription(abc.ABC):
         """Stop delivery. Idempotent; never raises for a lost connection."""
 
 
+class CallbackSubscription(Subscription):
+    """A subscription holding the hub's callbacks; drivers extend it with their state."""
+
+    def __init__(self, topic: str, on_message: MessageCallback, on_error: ErrorCallback) -> None:
+        self.topic = topic
+        self.on_message = on_message
+        self.on_error = on_error
+        #: False once unsubscribed (or failed): deliver nothing more.
+        self.active = True
+
+
 class Broker(abc.ABC):
     """One connection to one broker, shared by every topic of the process."""
 

@@ -89,6 +89,7 @@ from service.brokers.base import (
     Broker,
     BrokerError,
     BrokerUnavailable,
+    CallbackSubscription,
     ErrorCallback,
     MessageCallback,
     Subscription,
@@ -171,15 +172,12 @@ def _reason(exc: BaseException | None) -> str:
 # --- subscriptions -------------------------------------------------------------------
 
 
-class _KafkaSubscription(Subscription):
+class _KafkaSubscription(CallbackSubscription):
     def __init__(
         self, broker: KafkaBroker, topic: str, on_message: MessageCallback, on_error: ErrorCallback
     ) -> None:
+        super().__init__(topic, on_message, on_error)
         self.broker = broker
-        self.topic = topic
-        self.on_message = on_message
-        self.on_error = on_error
-        self.active = True
 
     async def unsubscribe(self) -> None:
         self.broker._detach(self)

@@ -14,6 +14,7 @@ from service.brokers.base import (
     Broker,
     BrokerError,
     BrokerUnavailable,
+    CallbackSubscription,
     ErrorCallback,
     MessageCallback,
     Subscription,
@@ -32,15 +33,12 @@ class _Bus:
 _NAMED_BUSES: dict[str, _Bus] = {}
 
 
-class _MemorySubscription(Subscription):
+class _MemorySubscription(CallbackSubscription):
     def __init__(
         self, bus: _Bus, topic: str, on_message: MessageCallback, on_error: ErrorCallback
     ) -> None:
+        super().__init__(topic, on_message, on_error)
         self.bus = bus
-        self.topic = topic
-        self.on_message = on_message
-        self.on_error = on_error
-        self.active = True
 
     async def unsubscribe(self) -> None:
         self.detach()

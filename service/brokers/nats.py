@@ -97,6 +97,7 @@ from service.brokers.base import (
     Broker,
     BrokerError,
     BrokerUnavailable,
+    CallbackSubscription,
     ErrorCallback,
     MessageCallback,
     Subscription,
@@ -122,18 +123,15 @@ _HAS_RECONNECT_HANDLER = (
 )
 
 
-class _NatsSubscription(Subscription):
+class _NatsSubscription(CallbackSubscription):
     """One topic's subscription; survives reconnects and a replaced client."""
 
     def __init__(
         self, broker: NatsBroker, topic: str, on_message: MessageCallback, on_error: ErrorCallback
     ) -> None:
+        super().__init__(topic, on_message, on_error)
         self.broker = broker
-        self.topic = topic
-        self.on_message = on_message
-        self.on_error = on_error
         self.nats_sub: NatsSubscription | None = None
-        self.active = True
         self.confirmed = False  # the server acknowledged the interest
         self.denied: str | None = None  # the server's refusal, while unconfirmed
 

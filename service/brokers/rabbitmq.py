@@ -64,6 +64,7 @@ from service.brokers.base import (
     Broker,
     BrokerError,
     BrokerUnavailable,
+    CallbackSubscription,
     ErrorCallback,
     MessageCallback,
     Subscription,
@@ -167,7 +168,7 @@ class _Binding:
         self.lock = asyncio.Lock()
 
 
-class _RabbitMQSubscription(Subscription):
+class _RabbitMQSubscription(CallbackSubscription):
     def __init__(
         self,
         broker: RabbitMQBroker,
@@ -175,11 +176,9 @@ class _RabbitMQSubscription(Subscription):
         on_message: MessageCallback,
         on_error: ErrorCallback,
     ) -> None:
+        super().__init__(binding.key, on_message, on_error)
         self.broker = broker
         self.binding = binding
-        self.on_message = on_message
-        self.on_error = on_error
-        self.active = True
 
     async def unsubscribe(self) -> None:
         if self.active:
