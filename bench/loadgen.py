@@ -36,6 +36,8 @@ _RECV_BYTES = 1 << 20
 _IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 _MAX_TAIL = 1 << 20
 _CONNECT_ATTEMPTS = 3
+#: One stream in this many records per-message latencies (fan-out diagnostics).
+SAMPLE_EVERY = 50
 
 # Stream states.
 _IDLE, _CONNECTING, _REQUESTED, _OPEN, _FAILED = range(5)
@@ -69,6 +71,8 @@ class WorkerPlan:
     sources: list[str]
     window: int
     cpu: int | None
+    #: Remember event and consumer ids, for :meth:`LoadGenerator.storm`.
+    resumable: bool
 
 
 @dataclass
@@ -110,9 +114,10 @@ class DeliveryStats:
     out_of_order: int = 0
     complete_streams: int = 0
     closed_by_server: int = 0
-    first_ns: int = 0
     completed_ns: int = 0
     latencies_ns: array[int] = field(default_factory=lambda: array("q"))
+    #: (topic, seq, latency ns) of every delivery on a sample of the streams.
+    samples: list[tuple[int, int, int]] = field(default_factory=list)
 
     def merge(self, other: DeliveryStats) -> None:
         self.streams += other.streams
@@ -122,9 +127,9 @@ class DeliveryStats:
         self.out_of_order += other.out_of_order
         self.complete_streams += other.complete_streams
         self.closed_by_server += other.closed_by_server
-        self.first_ns = min(filter(None, (self.first_ns, other.first_ns)), default=0)
         self.completed_ns = max(self.completed_ns, other.completed_ns)
         self.latencies_ns.extend(other.latencies_ns)
+        self.samples.extend(other.samples)
 
 
 class _Worker:
@@ -135,7 +140,9 @@ class _Worker:
         self.control = control
         proto = plan.protocol
         self.separator = proto.separator
-        self.cid_pattern = re.compile(proto.consumer_id_pattern) if proto.consumer_id_pattern else None
+        self.cid_pattern = (
+            re.compile(proto.consumer_id_pattern) if proto.consumer_id_pattern else None
+        )
         n = len(plan.streams)
         self.n = n
         self.topic = [topic for topic, _ in plan.streams]
@@ -150,7 +157,7 @@ class _Worker:
         self.attempts = [0] * n
         self.started = [0] * n
         self.resuming = False
-        self.track_ids = proto.consumer_id_pattern is not None or proto.resume_path is not None
+        self.track_ids = plan.resumable and proto.resume_path is not None
         self.poller = select.epoll()
         self.control_fd = control.fileno()
         self.poller.register(self.control_fd, select.EPOLLIN)
@@ -166,13 +173,17 @@ class _Worker:
         self.duplicated = 0
         self.out_of_order = 0
         self.closed_by_server = 0
-        self.first_ns = 0
         self.latencies: array[int] = array("q")
+        # Every SAMPLE_EVERY-th stream also keeps (topic, seq, latency) so the
+        # orchestrator can tell when each message's fan-out began and ended.
+        self.sampled = [i % SAMPLE_EVERY == 0 for i in range(n)]
+        self.samples: list[tuple[int, int, int]] = []
         self.final: list[int] | None = None  # per stream: the last seq of its topic
         self.done = [False] * n
         self.done_count = 0
-        self.completed_ns = 0
-        self.progress_ns = 0
+        self.completed_ns = 0  # when the last stream got its last message
+        self.progress_ns = 0  # when the latest message arrived
+        self.expect_ns = 0  # when the orchestrator started waiting
         self.idle_timeout_ns = 0
 
     # --- the loop ---------------------------------------------------------------
@@ -183,7 +194,7 @@ class _Worker:
         state = self.state
         while not self.exit:
             busy = self.in_flight or self.final is not None
-            for fd, events in poll(0.05 if busy else 0.5):
+            for fd, _events in poll(0.05 if busy else 0.5):
                 if fd == self.control_fd:
                     self._command(self.control.recv())
                     continue
@@ -194,7 +205,7 @@ class _Worker:
                 if st == _OPEN:
                     self._read(i, fd)
                 elif st == _CONNECTING:
-                    self._connected(i, fd, events)
+                    self._connected(i, fd)
                 elif st == _REQUESTED:
                     self._read_head(i, fd)
             if self.pending and self.in_flight < self.plan.window:
@@ -215,13 +226,11 @@ class _Worker:
             finals, idle_timeout = message[1], message[2]
             self.final = [finals[t] for t in self.topic]
             self.idle_timeout_ns = int(idle_timeout * 1e9)
-            self.progress_ns = time.time_ns()
+            self.expect_ns = time.time_ns()
             self.done_count = 0
             for i in range(self.n):
                 self.done[i] = self.next_seq[i] > self.final[i]
                 self.done_count += self.done[i]
-        elif name == "progress":
-            self.control.send(("progress", self.deliveries))
         elif name == "close":
             for sock in self.socks:
                 if sock is not None:
@@ -245,62 +254,63 @@ class _Worker:
 
     def _open(self, i: int) -> None:
         plan = self.plan
+        self.in_flight += 1
+        self.attempts[i] += 1
+        self.started[i] = time.time_ns()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
         sock.bind((plan.sources[i % len(plan.sources)], 0))
-        self.attempts[i] += 1
-        self.started[i] = time.time_ns()
+        self.socks[i] = sock
         err = sock.connect_ex((plan.host, plan.ports[plan.streams[i][1]]))
         if err not in (0, errno.EINPROGRESS):
-            sock.close()
-            self._failed(i, f"connect: {os.strerror(err)}")
+            self._attempt_failed(i, f"connect: {os.strerror(err)}")
             return
-        self.socks[i] = sock
         self.by_fd[sock.fileno()] = i
         self.state[i] = _CONNECTING
-        self.in_flight += 1
         self.poller.register(sock.fileno(), select.EPOLLOUT)
 
     def _request(self, i: int) -> bytes:
         proto = self.plan.protocol
         topic = self.plan.topic_names[self.topic[i]]
-        headers = ["Host: 127.0.0.1", "Accept: text/event-stream"]
         path = proto.path.format(topic=topic)
+        headers = ["Host: 127.0.0.1", "Accept: text/event-stream"]
         if self.resuming and proto.resume_path is not None:
             path = proto.resume_path.format(topic=topic, consumer_id=self.consumer_ids[i] or "")
-            if self.last_ids[i] is not None:
-                headers.append(f"Last-Event-ID: {self.last_ids[i].decode()}")
-        return f"GET {path} HTTP/1.1\r\n{chr(13).join(h + chr(10) for h in headers)}\r\n".encode()
+            last_id = self.last_ids[i]
+            if last_id is not None:
+                headers.append(f"Last-Event-ID: {last_id.decode()}")
+        head = "".join(f"{header}\r\n" for header in headers)
+        return f"GET {path} HTTP/1.1\r\n{head}\r\n".encode()
 
-    def _connected(self, i: int, fd: int, events: int) -> None:
+    def _connected(self, i: int, fd: int) -> None:
         sock = self.socks[i]
         assert sock is not None
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
-            self._drop(i)
-            self._retry(i, f"connect: {os.strerror(err)}")
+            self._attempt_failed(i, f"connect: {os.strerror(err)}")
             return
-        sock.send(self._request(i))
+        try:
+            sock.send(self._request(i))
+        except OSError as exc:
+            self._attempt_failed(i, f"request: {exc}")
+            return
         self.state[i] = _REQUESTED
         self.poller.modify(fd, select.EPOLLIN)
 
     def _read_head(self, i: int, fd: int) -> None:
         sock = self.socks[i]
         assert sock is not None
+        error = "closed before the response head"
         try:
             data = sock.recv(65536)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            data = b""
-            error = str(exc)
-        else:
-            error = "closed before the response head"
+            data, error = b"", str(exc)
         now = time.time_ns()
         if not data:
-            self._drop(i)
-            self._retry(i, error)
+            self._attempt_failed(i, error)
             return
         data = self.tails[i] + data
         end = data.find(b"\r\n\r\n")
@@ -310,38 +320,35 @@ class _Worker:
         self.tails[i] = b""
         status = data[: data.find(b"\r\n")]
         if status.split(b" ", 2)[1:2] != [b"200"]:
-            self._drop(i)
-            self._failed(i, status.decode("latin-1"))
+            self._attempt_failed(i, status.decode("latin-1"), retry=False)
             return
         self.state[i] = _OPEN
         self.in_flight -= 1
-        assert self.wave is not None
-        self.wave.opened += 1
-        self.wave.latencies_ns.append(now - self.started[i])
-        self.wave.finished_ns = now
+        wave = self.wave
+        assert wave is not None
+        wave.opened += 1
+        wave.latencies_ns.append(now - self.started[i])
+        wave.finished_ns = now
         body = data[end + 4 :]
         if body:
             self._consume(i, body, now)
 
-    def _retry(self, i: int, error: str) -> None:
+    def _attempt_failed(self, i: int, error: str, retry: bool = True) -> None:
+        """A connect attempt ended without an open stream: try again or give up."""
+        self._drop(i)
         self.in_flight -= 1
-        if self.attempts[i] < _CONNECT_ATTEMPTS:
-            assert self.wave is not None
-            self.wave.retried += 1
+        wave = self.wave
+        assert wave is not None
+        if retry and self.attempts[i] < _CONNECT_ATTEMPTS:
+            wave.retried += 1
+            self.state[i] = _IDLE
             self.pending.append(i)
-        else:
-            self.in_flight += 1  # _failed() counts it out again
-            self._failed(i, error)
-
-    def _failed(self, i: int, error: str) -> None:
+            return
         self.state[i] = _FAILED
-        if self.socks[i] is not None:
-            self._drop(i)
-        self.in_flight -= 1
-        assert self.wave is not None
-        self.wave.failed += 1
-        if len(self.wave.errors) < 5:
-            self.wave.errors.append(error)
+        wave.failed += 1
+        wave.finished_ns = max(wave.finished_ns, time.time_ns())
+        if len(wave.errors) < 5:
+            wave.errors.append(error)
 
     def _finish_wave(self) -> None:
         wave = self.wave
@@ -390,10 +397,14 @@ class _Worker:
         count = len(pairs)
         self.deliveries += count
         self.progress_ns = now
-        if not self.first_ns:
-            self.first_ns = now
-        self.latencies.extend([now - int(sent) for _, sent in pairs])
+        latencies = [now - int(sent) for _, sent in pairs]
+        self.latencies.extend(latencies)
         seqs = [int(seq) for seq, _ in pairs]
+        if self.sampled[i]:
+            topic = self.topic[i]
+            self.samples.extend(
+                [(topic, seq, lat) for seq, lat in zip(seqs, latencies, strict=True)]
+            )
         expected = self.next_seq[i]
         if seqs[0] == expected and seqs == list(range(expected, expected + count)):
             self.next_seq[i] = expected + count
@@ -439,8 +450,8 @@ class _Worker:
     # --- completion and shutdown --------------------------------------------------
 
     def _check_done(self) -> None:
-        now = time.time_ns()
-        if self.done_count < self.n and now - self.progress_ns < self.idle_timeout_ns:
+        idle = time.time_ns() - max(self.progress_ns, self.expect_ns)
+        if self.done_count < self.n and idle < self.idle_timeout_ns:
             return
         final = self.final
         assert final is not None
@@ -451,9 +462,9 @@ class _Worker:
             out_of_order=self.out_of_order,
             complete_streams=self.done_count,
             closed_by_server=self.closed_by_server,
-            first_ns=self.first_ns,
             completed_ns=self.completed_ns or self.progress_ns,
             latencies_ns=self.latencies,
+            samples=self.samples,
         )
         for i in range(self.n):
             missing = self.missing[i]
@@ -461,16 +472,13 @@ class _Worker:
         self.final = None
         self.control.send(("delivered", stats))
         self.latencies = array("q")
+        self.samples = []
 
     def _drop(self, i: int) -> None:
         sock = self.socks[i]
         if sock is not None:
             self.by_fd.pop(sock.fileno(), None)
-            try:
-                self.poller.unregister(sock.fileno())
-            except (OSError, ValueError):
-                pass
-            sock.close()
+            sock.close()  # closing the last reference also leaves the epoll set
             self.socks[i] = None
         self.tails[i] = b""
 
@@ -490,11 +498,29 @@ def _worker_main(plan: WorkerPlan, control: Connection) -> None:
     worker.run()
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process, from /proc."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of one process, from /proc/<pid>/stat."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def core_times(cpu: int) -> tuple[float, float]:
+    """(busy, softirq) seconds of one core since boot, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        for line in stat:
+            if line.startswith(f"cpu{cpu} "):
+                ticks = [int(v) for v in line.split()[1:]]
+                idle = ticks[3] + ticks[4]  # idle + iowait
+                tick = os.sysconf("SC_CLK_TCK")
+                return (sum(ticks[:8]) - idle) / tick, ticks[6] / tick
+    raise ValueError(f"no cpu{cpu} in /proc/stat")
+
+
+def sum_cpu_times(pids: list[int]) -> tuple[float, float]:
+    times = [cpu_times(pid) for pid in pids]
+    return sum(t[0] for t in times), sum(t[1] for t in times)
 
 
 class LoadGenerator:
@@ -508,6 +534,8 @@ class LoadGenerator:
         per_process: at most this many streams per worker process (open files).
         window: connects in flight at once, per worker.
         cpu: the core every worker is pinned to.
+        sources: source addresses, used in turn (ephemeral ports per address).
+        resumable: track event ids so that :meth:`storm` can resume streams.
     """
 
     def __init__(
@@ -521,6 +549,7 @@ class LoadGenerator:
         window: int = 64,
         cpu: int | None = None,
         sources: list[str] | None = None,
+        resumable: bool = False,
     ) -> None:
         self.streams = streams
         workers = max(1, math.ceil(streams / per_process))
@@ -535,6 +564,7 @@ class LoadGenerator:
                 sources=sources,
                 window=window,
                 cpu=cpu,
+                resumable=resumable,
             )
             for w in range(workers)
         ]
@@ -575,12 +605,6 @@ class LoadGenerator:
         """Drop every stream at once and reconnect it, resuming where it stopped."""
         return self._wave("storm", timeout)
 
-    def deliveries(self) -> int:
-        """Payload frames received so far, over every stream."""
-        for pipe in self.pipes:
-            pipe.send(("progress",))
-        return sum(self._expect(pipe, "progress", 30) for pipe in self.pipes)
-
     def expect(self, finals: list[int], idle_timeout: float, timeout: float) -> DeliveryStats:
         """Wait until every stream has its topic's messages up to ``finals[topic]``.
 
@@ -594,8 +618,9 @@ class LoadGenerator:
             total.merge(self._expect(pipe, "delivered", timeout))
         return total
 
-    def cpu_seconds(self) -> float:
-        return sum(cpu_seconds(p.pid) for p in self.processes if p.is_alive())
+    def cpu_times(self) -> tuple[float, float]:
+        """(user, system) CPU seconds over every worker process."""
+        return sum_cpu_times([p.pid for p in self.processes if p.is_alive()])
 
     def close(self) -> None:
         for pipe, process in zip(self.pipes, self.processes, strict=True):
