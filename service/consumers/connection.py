@@ -57,6 +57,11 @@ class WriteBatcher:
         for conn in dirty:
             conn.flush()
 
+    def flush_now(self) -> None:
+        """Write what is queued without waiting for the next loop iteration."""
+        if self._dirty:
+            self._flush()  # the already scheduled call then finds nothing to do
+
 
 class SseConnection:
     """The write side of one ``GET /events`` stream, detached from Tornado's HTTP layer."""

@@ -131,6 +131,9 @@ class PublishHandler(AdminHandler):
             raise ApiError(503, "broker-unavailable", str(exc)) from exc
         except BrokerError as exc:
             raise ApiError(502, "broker-error", str(exc)) from exc
+        # An in-process broker fanned the message out just now: let it reach the
+        # sockets before answering, so a publisher is paced by delivery.
+        self.ctx.manager.batcher.flush_now()
         self.send_json({"topic": topic, "bytes": len(body)}, status=202)
 
 
