@@ -163,7 +163,7 @@ class ServerSet(ABC):
         self.stop()
 
 
-#: The environment the issue prescribes for unifrost (memory broker, auto-created
+#: The environment unifrost is benchmarked with (memory broker, auto-created
 #: consumers subscribing themselves with ``?topics=``).
 UNIFROST_ENV = {
     "UNIFROST_BROKER": "memory://",
@@ -210,7 +210,7 @@ class _LogDrain(threading.Thread):
 
 
 class Unifrost(ServerSet):
-    """unifrost on the memory broker, configured as the issue prescribes."""
+    """unifrost on the memory broker, configured for the benchmark scenarios."""
 
     name = "unifrost"
     resumable = True
