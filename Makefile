@@ -24,6 +24,7 @@ test: install lint services browser
 
 services:
 	scripts/ensure-services.sh
+	scripts/ensure-nginx.sh
 
 ## Chromium and playwright-core for the end-to-end browser tests.
 browser:
