@@ -25,6 +25,7 @@ test: install lint services browser
 services:
 	scripts/ensure-services.sh
 	scripts/ensure-nginx.sh
+	scripts/ensure-prometheus.sh
 
 ## Chromium and playwright-core for the end-to-end browser tests.
 browser:

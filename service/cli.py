@@ -30,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--demo", action="store_true", default=None, help="demo page + publisher")
     serve.add_argument("--log-format", choices=None, metavar="json|console")
     serve.add_argument("--log-level", metavar="LEVEL")
+    serve.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the configuration and broker URL, then exit (0 when valid)",
+    )
     return parser
 
 
@@ -68,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"unifrost: config: broker: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.check_config:
+        print("unifrost: configuration OK")
+        return 0
     configure_logging(settings.log.format, settings.log.level)
     try:
         run(settings, broker)
