@@ -28,6 +28,8 @@ _DRIVERS: dict[str, tuple[str, str, str]] = {
     "amqps": ("service.brokers.rabbitmq", "RabbitMQBroker", "rabbitmq"),
     "nats": ("service.brokers.nats", "NatsBroker", "nats"),
     "tls": ("service.brokers.nats", "NatsBroker", "nats"),
+    "redis": ("service.brokers.redis_pubsub", "RedisBroker", "redis"),
+    "rediss": ("service.brokers.redis_pubsub", "RedisBroker", "redis"),
     "mqtt": ("service.brokers.mqtt", "MqttBroker", "mqtt"),
     "mqtts": ("service.brokers.mqtt", "MqttBroker", "mqtt"),
 }

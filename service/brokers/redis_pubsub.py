@@ -1,0 +1,486 @@
+"""The Redis driver (pub/sub through redis-py's asyncio client): ``redis://`` and ``rediss://``.
+
+URL: ``redis://[[user]:password@]host[:port][/db][?option=value&...]``; ``rediss://``
+is the same over TLS (verified against the system's CAs). The port defaults to
+6379. ``user`` is an ACL user (Redis 6+); ``:password@`` alone authenticates as
+the default user. Credentials are percent-decoded and handed to redis-py as
+connection arguments; :meth:`RedisBroker.describe` shows ``***`` in their place.
+The ``db`` number is accepted and selected, but Redis pub/sub channels are
+server-wide: the number does not separate topics. Options (all optional, in
+seconds):
+
+``connect_timeout``
+    bound on :meth:`RedisBroker.connect` and on each reconnect attempt (default 5).
+``timeout``
+    bound on the server's reply to a publish or subscribe (default 5).
+``max_reconnect_wait``
+    cap of the jittered exponential reconnect delay (default 5).
+
+What this module owns and the Redis-specific semantics:
+
+* **One pub/sub connection per process.** Every topic of the process is
+  subscribed on one dedicated connection, read by one task; publishes go
+  through a separate small redis-py connection pool, since a connection in
+  subscribed mode accepts no ``PUBLISH``.
+* **Subscriptions.** A topic containing a glob character (``*``, ``?`` or ``[``)
+  is a pattern subscription (``PSUBSCRIBE``), any other an exact channel
+  (``SUBSCRIBE``). Frames carry each message's actual channel. Redis delivers
+  every message to every subscribed connection, so fan-out across service
+  instances needs nothing more. :meth:`RedisBroker.subscribe` returns once the
+  server's confirmation of that command has arrived: commands on a connection
+  are handled in order, so later publishes reach it. Redis accepts any channel
+  name; it refuses only what an ACL forbids (``NOPERM``), which raises
+  :class:`BrokerError`.
+* **Publishing** is ``PUBLISH`` (any name, glob characters included: they are
+  literal there). While disconnected, publish raises :class:`BrokerUnavailable`
+  at once; otherwise the server's reply is awaited for at most ``timeout``.
+* **Outages.** When the pub/sub connection drops, the driver calls
+  ``_mark_down`` and reconnects after delays from :class:`Backoff`
+  (exponential, jittered, capped by ``max_reconnect_wait``), subscribes every
+  topic and pattern again, confirms each, and then calls ``_mark_up``.
+  Failed attempts are reported through ``_report_error``. A subscription the
+  server refuses on the new connection ends alone through its ``on_error``.
+  TCP keepalive finds connections that died without a reset.
+* **At most once.** Redis pub/sub keeps nothing: what is published while this
+  process is disconnected is lost for it.
+
+Replay (not built): Redis Streams could re-feed consumers that missed messages.
+The shape would be an opt-in option (``?streams=1``) under which a publish is
+``XADD <topic> MAXLEN ~ N * data <body>`` instead of (or besides) ``PUBLISH``,
+and each subscribed topic is read with ``XREAD BLOCK 0 STREAMS <topic> $``
+(only new entries, so no consumer group and the fan-out semantics are kept),
+remembering the last stream id seen per topic. After an outage the driver would
+go on with ``XREAD ... STREAMS <topic> <last id>``, receiving exactly what it
+missed in order; de-duplication is by stream id. Patterns have no stream
+equivalent (streams are keys, read by exact name), so they would stay pub/sub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.connection import Connection, SSLConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, ResponseError
+
+from service.brokers.backoff import Backoff
+from service.brokers.base import (
+    Broker,
+    BrokerError,
+    BrokerUnavailable,
+    CallbackSubscription,
+    ErrorCallback,
+    MessageCallback,
+    Subscription,
+    redact_url,
+)
+from service.config import Settings
+from service.log import get_logger
+
+log = get_logger(__name__)
+
+GLOB_CHARACTERS = frozenset("*?[")
+_OPTIONS = ("connect_timeout", "timeout", "max_reconnect_wait")
+# Replies that answer one (un)subscribe command each, in the order the commands were sent.
+_CONFIRMATIONS = frozenset({b"subscribe", b"psubscribe", b"unsubscribe", b"punsubscribe"})
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    """What a ``redis://`` URL says."""
+
+    url: str
+    tls: bool
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None
+    connect_timeout: float = 5.0
+    timeout: float = 5.0
+    max_reconnect_wait: float = 5.0
+
+
+def parse_url(url: str) -> RedisConfig:
+    """Parse a ``redis://`` or ``rediss://`` URL.
+
+    Raises:
+        ValueError: the URL is malformed (the message never holds credentials).
+    """
+    safe = redact_url(url)
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(f"not a Redis URL: {safe!r}")
+    try:
+        host, port = parts.hostname, parts.port or 6379
+    except ValueError:
+        raise ValueError(f"invalid Redis URL {safe!r}: bad port") from None
+    if not host:
+        raise ValueError(f"invalid Redis URL {safe!r}: it needs a host")
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        raise ValueError(f"invalid Redis URL {safe!r}: the path must be a database number")
+    options: dict[str, float] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name not in _OPTIONS:
+            raise ValueError(f"unknown Redis URL option {name!r} (known: {', '.join(_OPTIONS)})")
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = 0.0
+        if not seconds > 0:
+            raise ValueError(f"Redis URL option {name}: must be more than zero seconds")
+        options[name] = seconds
+    return RedisConfig(
+        url=url,
+        tls=parts.scheme == "rediss",
+        host=host,
+        port=port,
+        db=int(path or 0),
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        **options,
+    )
+
+
+def is_pattern(topic: str) -> bool:
+    """True when ``topic`` is subscribed with ``PSUBSCRIBE``."""
+    return not GLOB_CHARACTERS.isdisjoint(topic)
+
+
+class _RedisSubscription(CallbackSubscription):
+    def __init__(
+        self, broker: RedisBroker, topic: str, on_message: MessageCallback, on_error: ErrorCallback
+    ) -> None:
+        super().__init__(topic, on_message, on_error)
+        self.broker = broker
+
+    def deliver(self, channel: str, body: bytes) -> None:
+        if not self.active:
+            return
+        try:
+            self.on_message(channel, body)
+        except Exception:  # a failing subscriber must not end the subscription
+            log.exception("broker.error", topic=self.topic, error="message callback failed")
+
+    async def unsubscribe(self) -> None:
+        if self.active:
+            self.active = False
+            await self.broker._detach(self)
+
+
+class RedisBroker(Broker):
+    """One pub/sub connection (and a publishing pool) shared by every topic."""
+
+    scheme = "redis"
+
+    def __init__(self, config: RedisConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.scheme = "rediss" if config.tls else "redis"
+        self._closing = True  # until connect()
+        self._conn: Connection | None = None  # the pub/sub connection
+        self._publisher: Redis | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._revive_task: asyncio.Task[None] | None = None
+        self._subs: dict[str, set[_RedisSubscription]] = {}  # by subscribed topic
+        self._pending: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._send_lock = asyncio.Lock()
+        self._backoff = Backoff(maximum=config.max_reconnect_wait)
+
+    @classmethod
+    def from_url(cls, url: str, settings: Settings | None = None) -> RedisBroker:
+        return cls(parse_url(url))
+
+    def describe(self) -> str:
+        return redact_url(self.config.url.split("?", 1)[0])
+
+    # --- connecting -----------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        if not self._closing:
+            return
+        self._closing = False
+        self._publisher = Redis(
+            ssl=self.config.tls,
+            **self._connection_args(self.config.timeout),
+        )
+        try:
+            conn = await self._open()
+            await asyncio.wait_for(self._publisher.ping(), self.config.timeout)
+        except (RedisError, OSError, TimeoutError) as exc:
+            await self.close()
+            raise BrokerUnavailable(
+                f"cannot connect to {self.describe()}: {self._text(exc)}"
+            ) from exc
+        except BaseException:
+            await self.close()
+            raise
+        self._start_reading(conn)
+        self._mark_up()
+
+    def _connection_args(self, socket_timeout: float | None) -> dict[str, Any]:
+        return {
+            "host": self.config.host,
+            "port": self.config.port,
+            "db": self.config.db,
+            "username": self.config.username,
+            "password": self.config.password,
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": self.config.connect_timeout,
+            "socket_keepalive": True,
+            "protocol": 2,  # pub/sub replies as plain arrays
+            "retry": Retry(NoBackoff(), 0),  # outages are handled here, not retried inside
+        }
+
+    async def _open(self) -> Connection:
+        """A connected, authenticated pub/sub connection (no socket read timeout: it idles)."""
+        cls = SSLConnection if self.config.tls else Connection
+        conn = cls(**self._connection_args(None))
+        try:
+            await asyncio.wait_for(conn.connect(), self.config.connect_timeout)  # type: ignore[no-untyped-call]
+        except BaseException:
+            await self._drop(conn)
+            raise
+        return conn
+
+    def _start_reading(self, conn: Connection) -> None:
+        self._conn = conn
+        self._reader = asyncio.get_running_loop().create_task(self._read(conn))
+
+    async def close(self) -> None:
+        self._closing = True
+        self._up = False  # closed on purpose: nobody to tell
+        for task in (self._revive_task, self._reader):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(task, self.config.timeout)
+        self._revive_task = self._reader = None
+        for subs in self._subs.values():
+            for sub in subs:
+                sub.active = False
+        self._subs.clear()
+        self._fail_pending()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self._drop(conn)
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(publisher.aclose(), self.config.timeout)
+
+    async def _drop(self, conn: Connection) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.disconnect(nowait=True), self.config.timeout)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    async def _read(self, conn: Connection) -> None:
+        """Deliver messages and confirmations until the connection drops."""
+        try:
+            while True:
+                try:
+                    reply = await conn.read_response(timeout=None)
+                except ResponseError as exc:  # a refused command, in order with the others
+                    self._answer(BrokerError(self._text(exc)))
+                    continue
+                self._dispatch(reply)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the connection is gone (EOF, reset, ...)
+            reason = self._text(exc)
+        if self._closing or conn is not self._conn:
+            return
+        self._lost(f"connection to Redis lost ({reason}); reconnecting")
+        await self._drop(conn)
+
+    def _dispatch(self, reply: Any) -> None:
+        if not isinstance(reply, list) or not reply:
+            return
+        kind = reply[0]
+        if kind == b"message":
+            self._deliver(reply[1], reply[1], reply[2])
+        elif kind == b"pmessage":
+            self._deliver(reply[1], reply[2], reply[3])
+        elif kind in _CONFIRMATIONS:
+            self._answer(None)
+
+    def _deliver(self, subscribed: bytes, channel: bytes, body: bytes) -> None:
+        actual = channel.decode("utf-8", "replace")
+        for sub in list(self._subs.get(subscribed.decode("utf-8", "replace"), ())):
+            sub.deliver(actual, body)
+
+    def _answer(self, error: BrokerError | None) -> None:
+        if not self._pending:
+            return
+        waiter = self._pending.popleft()
+        if waiter.done():
+            return
+        if error is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(error)
+
+    def _fail_pending(self) -> None:
+        pending, self._pending = self._pending, collections.deque()
+        for waiter in pending:
+            if not waiter.done():
+                waiter.set_exception(BrokerUnavailable("connection to Redis lost"))
+                waiter.exception()  # retrieved: nobody may be waiting any more
+
+    # --- outages ------------------------------------------------------------------------------
+
+    def _lost(self, reason: str) -> None:
+        self._conn = None
+        self._fail_pending()
+        self._mark_down(reason)
+        if self._revive_task is None or self._revive_task.done():
+            self._revive_task = asyncio.get_running_loop().create_task(self._revive())
+
+    async def _revive(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(self._backoff.next_delay())
+            try:
+                conn = await self._open()
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._report_error(f"reconnecting to {self.describe()} failed: {self._text(exc)}")
+                continue
+            if self._closing:
+                await self._drop(conn)
+                return
+            self._start_reading(conn)
+            if await self._resubscribe():
+                self._backoff.reset()
+                self._mark_up()
+                return
+            await self._abandon(conn)  # lost again, or unresponsive: try a new connection
+
+    async def _abandon(self, conn: Connection) -> None:
+        reader, self._reader = self._reader, None
+        self._conn = None  # its reader, if still running, reports nothing
+        self._fail_pending()
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
+        await self._drop(conn)
+
+    async def _resubscribe(self) -> bool:
+        """Subscribe every topic again; False when the connection dropped meanwhile."""
+        for topic in list(self._subs):
+            try:
+                await self._command(_subscribe_command(topic), topic)
+            except BrokerUnavailable as exc:
+                self._report_error(f"resubscribing to Redis failed: {exc}")
+                return False
+            except BrokerError as exc:  # refused now (an ACL changed): that topic ends alone
+                for sub in self._subs.pop(topic, set()):
+                    sub.active = False
+                    sub.on_error(f"Redis refused the subscription to {topic!r}: {exc}")
+        return True
+
+    # --- subscribe and publish --------------------------------------------------------------
+
+    async def subscribe(
+        self, topic: str, on_message: MessageCallback, on_error: ErrorCallback
+    ) -> Subscription:
+        self._require_up()
+        sub = _RedisSubscription(self, topic, on_message, on_error)
+        first = topic not in self._subs
+        self._subs.setdefault(topic, set()).add(sub)
+        try:
+            # Sent for a topic already subscribed too: its confirmation is the point
+            # from which delivery to this subscription is guaranteed.
+            await self._command(_subscribe_command(topic), topic)
+        except BrokerUnavailable:
+            self._forget(sub)
+            raise
+        except BrokerError as exc:
+            self._forget(sub)
+            if first:
+                self._subs.pop(topic, None)
+            raise BrokerError(f"Redis refused the subscription to {topic!r}: {exc}") from exc
+        except BaseException:
+            await sub.unsubscribe()
+            raise
+        return sub
+
+    def _forget(self, sub: _RedisSubscription) -> bool:
+        """Drop ``sub``; True when it was the topic's last subscription."""
+        sub.active = False
+        subs = self._subs.get(sub.topic)
+        if subs is None:
+            return False
+        subs.discard(sub)
+        if subs:
+            return False
+        del self._subs[sub.topic]
+        return True
+
+    async def _detach(self, sub: _RedisSubscription) -> None:
+        if not self._forget(sub) or self._conn is None or not self._up:
+            return  # a lost connection unsubscribes by itself; the reconnect skips it
+        command = "PUNSUBSCRIBE" if is_pattern(sub.topic) else "UNSUBSCRIBE"
+        with contextlib.suppress(BrokerError):
+            await self._command(command, sub.topic)
+
+    async def _command(self, command: str, topic: str) -> None:
+        """Send one (un)subscribe command and wait for the server's answer to it."""
+        conn = self._conn
+        if conn is None or not conn.is_connected:
+            raise BrokerUnavailable("not connected to Redis; reconnecting")
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        async with self._send_lock:  # replies come in the order the commands are sent
+            self._pending.append(waiter)
+            try:
+                await asyncio.wait_for(
+                    conn.send_command(command, topic, check_health=False), self.config.timeout
+                )
+            except (RedisError, OSError, TimeoutError) as exc:
+                raise BrokerUnavailable(f"{command} failed: {self._text(exc)}") from exc
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), self.config.timeout)
+        except TimeoutError:
+            raise BrokerUnavailable(
+                f"Redis did not confirm {command} {topic!r} within {self.config.timeout:g}s"
+            ) from None
+
+    async def publish(self, topic: str, body: bytes) -> None:
+        publisher = self._require_up()
+        try:
+            await asyncio.wait_for(publisher.publish(topic, body), self.config.timeout)
+        except ResponseError as exc:
+            raise BrokerError(f"Redis refused the publish to {topic!r}: {self._text(exc)}") from exc
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"publish to {topic!r} failed: {self._text(exc)}") from exc
+
+    def _require_up(self) -> Redis:
+        # No buffering while disconnected: the caller learns now, not later.
+        if self._closing or self._publisher is None:
+            raise BrokerUnavailable("the Redis driver is closed")
+        if not self._up:
+            raise BrokerUnavailable("not connected to Redis; reconnecting")
+        return self._publisher
+
+    def _text(self, exc: BaseException) -> str:
+        """``exc`` as text without any credential (they should never be in it anyway)."""
+        text = str(exc) or type(exc).__name__
+        if self.config.password:
+            text = text.replace(self.config.password, "***")
+        return text
+
+
+def _subscribe_command(topic: str) -> str:
+    return "PSUBSCRIBE" if is_pattern(topic) else "SUBSCRIBE"
+
+
+__all__: Sequence[str] = ("RedisBroker", "RedisConfig", "is_pattern", "parse_url")
