@@ -28,6 +28,8 @@ log = get_logger("unifrost.server")
 # Browsers reconnect in waves (after a deploy, a network blip): a deep accept
 # queue keeps a wave from hitting SYN retries. The kernel caps it at somaxconn.
 LISTEN_BACKLOG = 4096
+# Longest wait for the broker connection to close on shutdown.
+BROKER_CLOSE_TIMEOUT = 3.0
 # Allocations between young-generation collections (CPython's default: 700).
 GC_THRESHOLD = 100_000
 
@@ -123,7 +125,11 @@ class Server:
         except TimeoutError:
             log.warning("server.drain_timeout", timeout_s=settings.drain_timeout)
         await ctx.manager.close()
-        await self.broker.close()
+        try:
+            # A driver blocked in a long poll must not hold the exit past the drain.
+            await asyncio.wait_for(self.broker.close(), timeout=BROKER_CLOSE_TIMEOUT)
+        except TimeoutError:
+            log.warning("broker.error", op="close", error="timed out; exiting anyway")
         log.info("server.stopped")
 
     async def _close_connections(self) -> None:

@@ -30,6 +30,7 @@ _DRIVERS: dict[str, tuple[str, str, str]] = {
     "tls": ("service.brokers.nats", "NatsBroker", "nats"),
     "redis": ("service.brokers.redis_pubsub", "RedisBroker", "redis"),
     "rediss": ("service.brokers.redis_pubsub", "RedisBroker", "redis"),
+    "sqs": ("service.brokers.sqs", "SqsBroker", "sqs"),
     "mqtt": ("service.brokers.mqtt", "MqttBroker", "mqtt"),
     "mqtts": ("service.brokers.mqtt", "MqttBroker", "mqtt"),
 }
