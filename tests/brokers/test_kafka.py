@@ -32,8 +32,9 @@ from tests.brokers.kafka_server import (  # noqa: F401 (fixtures)
     kafka_broker,
     own_kafka_broker,
 )
+from tests.brokers.streams import error_code, open_stream
 from tests.processes import problem_lines, run
-from tests.support import Frame, Running, SseClient, captured_logs, metric, running_server
+from tests.support import Frame, captured_logs, metric, running_server
 
 SASL = Settings(kafka=KafkaSettings(security_protocol="SASL_PLAINTEXT"))
 
@@ -83,20 +84,8 @@ async def produce(server: TansuServer, topic: str, bodies: Iterable[bytes], **kw
 # --- SSE helpers ----------------------------------------------------------------------------------
 
 
-async def open_stream(running: Running, topics: list[str]) -> SseClient:
-    consumer_id = await running.create_consumer(topics)
-    stream = await running.stream(consumer_id)
-    await stream.opening()
-    return stream
-
-
 def assert_message(frame: Frame, event_id: int, topic: str, payload: str) -> None:
     assert (frame.id, frame.topic, frame.payload) == (str(event_id), topic, payload), frame
-
-
-def error_code(frame: Frame) -> str:
-    assert frame.topic == "/unifrost/error", frame
-    return str(frame.inner["error"]["code"])
 
 
 # --- the contract, twice ------------------------------------------------------------------------

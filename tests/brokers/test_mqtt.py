@@ -23,7 +23,8 @@ from service.config import Settings
 from tests.brokers.contract import BrokerContract, Collector
 from tests.brokers.mosquitto_server import SHARED_URL, mosquitto_server
 from tests.brokers.nats_server import free_port
-from tests.support import Frame, Running, SseClient, captured_logs, metric, running_server
+from tests.brokers.streams import assert_message, error_code, open_stream, opened
+from tests.support import captured_logs, metric, running_server
 
 
 def mqtt(url: str = SHARED_URL) -> MqttBroker:
@@ -39,34 +40,6 @@ async def native() -> AsyncIterator[aiomqtt.Client]:
     """A plain aiomqtt client on the shared broker, as another application uses it."""
     async with aiomqtt.Client("127.0.0.1", 1883, timeout=5) as client:
         yield client
-
-
-_open_streams: list[SseClient] = []
-
-
-@pytest.fixture(autouse=True)
-async def _drop_streams() -> AsyncIterator[None]:
-    yield
-    while _open_streams:
-        _open_streams.pop().close()
-
-
-async def open_stream(running: Running, topics: list[str]) -> SseClient:
-    consumer_id = await running.create_consumer(topics)
-    stream = await running.stream(consumer_id)
-    _open_streams.append(stream)
-    assert stream.status == 200
-    await stream.opening()
-    return stream
-
-
-def assert_message(frame: Frame, event_id: int, topic: str, payload: str) -> None:
-    assert (frame.id, frame.event, frame.decoded) == (str(event_id), "message", [topic, payload])
-
-
-def error_code(frame: Frame) -> str:
-    assert frame.topic == "/unifrost/error", frame
-    return str(frame.inner["error"]["code"])
 
 
 # --- the shared contract -------------------------------------------------------------------------
@@ -284,7 +257,7 @@ async def test_invalid_filters_are_subscription_failures_and_nothing_else_breaks
         good = topic()
         consumer_id = await running.create_consumer([])
         stream = await running.stream(consumer_id)
-        _open_streams.append(stream)
+        opened.append(stream)
         await stream.opening()
         bad = ["a/#/b", "a/b#", "a/b+", "x/+y"]
         response = await running.api(

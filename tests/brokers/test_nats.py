@@ -25,7 +25,8 @@ from service.brokers.nats import NatsBroker
 from service.brokers.nats_config import parse_url, subject_problem
 from tests.brokers.contract import BrokerContract, Collector
 from tests.brokers.nats_server import SHARED_URL, free_port, nats_server
-from tests.support import Frame, Running, SseClient, captured_logs, metric, running_server
+from tests.brokers.streams import assert_message, error_code, open_stream, stream_of
+from tests.support import Running, captured_logs, metric, running_server
 
 # --- helpers -------------------------------------------------------------------------------------
 
@@ -44,46 +45,12 @@ async def native() -> AsyncIterator[Client]:
         await client.close()
 
 
-_open_streams: list[SseClient] = []
-
-
-@pytest.fixture(autouse=True)
-async def _drop_streams() -> AsyncIterator[None]:
-    """Every SSE connection a test opened is dropped when it ends, passed or not."""
-    yield
-    while _open_streams:
-        _open_streams.pop().close()
-
-
-async def stream_of(running: Running, consumer_id: str) -> SseClient:
-    stream = await running.stream(consumer_id)
-    _open_streams.append(stream)
-    return stream
-
-
-async def open_stream(running: Running, topics: list[str]) -> SseClient:
-    consumer_id = await running.create_consumer(topics)
-    stream = await stream_of(running, consumer_id)
-    assert stream.status == 200
-    await stream.opening()
-    return stream
-
-
 async def update(running: Running, consumer_id: str, add: list[str]) -> Any:
     response = await running.api(
         "POST", f"/consumers/{consumer_id}/subscriptions", {"add": add, "remove": []}
     )
     assert response.status == 200, response.text
     return response.json()
-
-
-def assert_message(frame: Frame, event_id: int, topic: str, payload: str) -> None:
-    assert (frame.id, frame.event, frame.decoded) == (str(event_id), "message", [topic, payload])
-
-
-def error_code(frame: Frame) -> str:
-    assert frame.topic == "/unifrost/error", frame
-    return str(frame.inner["error"]["code"])
 
 
 # --- the shared contract -------------------------------------------------------------------------

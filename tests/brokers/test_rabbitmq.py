@@ -27,9 +27,9 @@ from service.brokers.base import Broker, BrokerError, BrokerUnavailable
 from service.brokers.rabbitmq import RabbitMQBroker, topic_matches
 from service.config import RabbitMQSettings, Settings
 from tests.brokers.contract import DELIVERY_TIMEOUT, BrokerContract, Collector
+from tests.brokers.streams import error_code, open_stream
 from tests.processes import LOOPBACK_PORTS, problem_lines, run
 from tests.support import (
-    Frame,
     Running,
     SseClient,
     captured_logs,
@@ -178,18 +178,6 @@ async def exchange(native: Native) -> AsyncIterator[str]:
 
 
 # --- SSE helpers ------------------------------------------------------------------------------
-
-
-async def open_stream(running: Running, topics: list[str]) -> SseClient:
-    consumer_id = await running.create_consumer(topics)
-    client = await running.stream(consumer_id)
-    await client.opening()
-    return client
-
-
-def error_code(frame: Frame) -> str:
-    assert frame.topic == "/unifrost/error", frame
-    return str(frame.inner["error"]["code"])
 
 
 async def topic_frames(client: SseClient, count: int) -> list[tuple[str | None, str, str]]:

@@ -23,7 +23,8 @@ from service.brokers.redis_pubsub import RedisBroker, is_pattern, parse_url
 from service.config import Settings
 from tests.brokers.contract import BrokerContract, Collector
 from tests.brokers.redis_server import SHARED_URL, free_port, redis_server
-from tests.support import Frame, Running, SseClient, captured_logs, metric, running_server
+from tests.brokers.streams import assert_message, error_code, open_stream, opened
+from tests.support import captured_logs, metric, running_server
 
 
 def driver_for(url: str) -> RedisBroker:
@@ -42,34 +43,6 @@ async def native() -> AsyncIterator[Redis]:
         yield client
     finally:
         await client.aclose()
-
-
-_open_streams: list[SseClient] = []
-
-
-@pytest.fixture(autouse=True)
-async def _drop_streams() -> AsyncIterator[None]:
-    yield
-    while _open_streams:
-        _open_streams.pop().close()
-
-
-async def open_stream(running: Running, topics: list[str]) -> SseClient:
-    consumer_id = await running.create_consumer(topics)
-    stream = await running.stream(consumer_id)
-    _open_streams.append(stream)
-    assert stream.status == 200
-    await stream.opening()
-    return stream
-
-
-def assert_message(frame: Frame, event_id: int, topic: str, payload: str) -> None:
-    assert (frame.id, frame.event, frame.decoded) == (str(event_id), "message", [topic, payload])
-
-
-def error_code(frame: Frame) -> str:
-    assert frame.topic == "/unifrost/error", frame
-    return str(frame.inner["error"]["code"])
 
 
 # --- the shared contract -------------------------------------------------------------------------
@@ -263,7 +236,7 @@ async def test_channels_an_acl_forbids_are_subscription_failures() -> None:
         async with running_server(driver=driver_for(url)) as running:
             consumer_id = await running.create_consumer([])
             stream = await running.stream(consumer_id)
-            _open_streams.append(stream)
+            opened.append(stream)
             await stream.opening()
             response = await running.api(
                 "POST",

@@ -12,7 +12,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -25,7 +25,8 @@ from service.config import Settings
 from tests.brokers.contract import BrokerContract, Collector
 from tests.brokers.moto_server import MotoServer, moto_server
 from tests.brokers.nats_server import free_port
-from tests.support import Frame, Running, SseClient, captured_logs, metric, running_server
+from tests.brokers.streams import assert_message, error_code, open_stream
+from tests.support import captured_logs, metric, running_server
 
 _shared: dict[str, MotoServer] = {}
 
@@ -65,34 +66,6 @@ async def create_queue(server: MotoServer, name: str | None = None) -> str:
 
 def driver(server: MotoServer | None = None) -> SqsBroker:
     return SqsBroker.from_url((server or shared()).url(wait_time_seconds="1"), Settings())
-
-
-_open_streams: list[SseClient] = []
-
-
-@pytest.fixture(autouse=True)
-async def _drop_streams() -> AsyncIterator[None]:
-    yield
-    while _open_streams:
-        _open_streams.pop().close()
-
-
-async def open_stream(running: Running, topics: list[str]) -> SseClient:
-    consumer_id = await running.create_consumer(topics)
-    stream = await running.stream(consumer_id)
-    _open_streams.append(stream)
-    assert stream.status == 200
-    await stream.opening()
-    return stream
-
-
-def assert_message(frame: Frame, event_id: int, topic: str, payload: str) -> None:
-    assert (frame.id, frame.event, frame.decoded) == (str(event_id), "message", [topic, payload])
-
-
-def error_code(frame: Frame) -> str:
-    assert frame.topic == "/unifrost/error", frame
-    return str(frame.inner["error"]["code"])
 
 
 # --- the shared contract -------------------------------------------------------------------------
