@@ -39,16 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.fanout import _request, start_server
+from bench.servers import free_port
 
 TOPIC = "bench.latency"
 _PAYLOAD = re.compile(rb'data: \["bench\.latency","(\d+):(\d+):(\d+)')
 SAMPLED_PER_READER = 5
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_tansu() -> tuple[subprocess.Popen[bytes], str]:

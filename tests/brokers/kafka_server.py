@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.brokers.local_server import free_port
+
 START_TIMEOUT = 10.0
 
 
@@ -35,12 +37,6 @@ def tansu_binary() -> str:
     binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
     assert binary.is_file() and os.access(binary, os.X_OK), f"no tansu binary at {binary}"
     return str(binary)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def port_open(port: int) -> bool:

@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from tests.brokers.nats_server import free_port
+from tests.brokers.local_server import free_port
 
 MOTO_SERVER = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "moto_server")
 START_TIMEOUT = 15.0

@@ -21,8 +21,8 @@ from service.brokers.base import Broker, BrokerUnavailable
 from service.brokers.mqtt import MqttBroker, topic_problem
 from service.config import Settings
 from tests.brokers.contract import BrokerContract, Collector
+from tests.brokers.local_server import free_port
 from tests.brokers.mosquitto_server import SHARED_URL, mosquitto_server
-from tests.brokers.nats_server import free_port
 from tests.brokers.streams import assert_message, error_code, open_stream, opened
 from tests.support import captured_logs, metric, running_server
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import socket
 import subprocess
 import time
 import uuid
@@ -27,6 +26,7 @@ from service.brokers.base import Broker, BrokerError, BrokerUnavailable
 from service.brokers.rabbitmq import RabbitMQBroker, topic_matches
 from service.config import RabbitMQSettings, Settings
 from tests.brokers.contract import DELIVERY_TIMEOUT, BrokerContract, Collector
+from tests.brokers.local_server import free_port
 from tests.brokers.streams import error_code, open_stream
 from tests.processes import LOOPBACK_PORTS, problem_lines, run
 from tests.support import (
@@ -47,12 +47,6 @@ OUTAGE_TIMEOUT = 10.0
 
 def unique(prefix: str = "rmq") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def until(condition: Callable[[], bool], timeout: float = OUTAGE_TIMEOUT) -> None:

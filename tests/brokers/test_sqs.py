@@ -23,8 +23,8 @@ from service.brokers.base import Broker, BrokerError, BrokerUnavailable
 from service.brokers.sqs import SqsBroker, check_queue_name, parse_url
 from service.config import Settings
 from tests.brokers.contract import BrokerContract, Collector
+from tests.brokers.local_server import free_port
 from tests.brokers.moto_server import MotoServer, moto_server
-from tests.brokers.nats_server import free_port
 from tests.brokers.streams import assert_message, error_code, open_stream
 from tests.support import captured_logs, metric, running_server
 

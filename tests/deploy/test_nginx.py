@@ -11,13 +11,13 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
 from ipaddress import IPv4Network
 from pathlib import Path
 
+from tests.brokers.local_server import free_port
 from tests.support import (
     DEFAULT_TIMEOUT,
     Running,
@@ -32,12 +32,6 @@ NGINX = Path("/usr/sbin/nginx")
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "nginx"
 PLAIN = DEPLOY / "unifrost.conf"
 TLS = DEPLOY / "unifrost-tls.conf"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_config(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import subprocess
 import urllib.parse
 import urllib.request
@@ -15,6 +14,7 @@ from typing import Any
 import yaml
 
 from service import __version__
+from tests.brokers.local_server import free_port
 from tests.processes import LOOPBACK_PORTS, serving
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,13 +27,6 @@ def tool(name: str) -> str:
     found = shutil.which(name)
     assert found is not None, f"{name} is missing: run scripts/ensure-prometheus.sh"
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def get_json(url: str) -> Any:
