@@ -35,8 +35,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+from service.log import get_logger
+
 if TYPE_CHECKING:
     from service.config import Settings
+
+log = get_logger("unifrost.broker")
 
 MessageCallback = Callable[[str, bytes], None]
 """``on_message(topic, body)``: ``topic`` is the message's actual topic, which
@@ -87,6 +91,15 @@ class CallbackSubscription(Subscription):
         self.on_error = on_error
         #: False once unsubscribed (or failed): deliver nothing more.
         self.active = True
+
+    def deliver(self, topic: str, body: bytes) -> None:
+        """Hand one message to the hub, unless unsubscribed; never raises."""
+        if not self.active:  # unsubscribed by an earlier callback of the same batch
+            return
+        try:
+            self.on_message(topic, body)
+        except Exception:  # one bad subscriber must not starve the others
+            log.exception("broker.error", topic=self.topic, error="message callback failed")
 
 
 class Broker(abc.ABC):

@@ -182,14 +182,6 @@ class _KafkaSubscription(CallbackSubscription):
     async def unsubscribe(self) -> None:
         self.broker._detach(self)
 
-    def deliver(self, topic: str, body: bytes) -> None:
-        if not self.active:  # unsubscribed by an earlier callback of this batch
-            return
-        try:
-            self.on_message(topic, body)
-        except Exception:  # one bad subscriber must not starve the others
-            log.exception("broker.error", topic=topic, op="on_message")
-
     def fail(self, message: str) -> None:
         self.active = False
         try:

@@ -20,9 +20,6 @@ from service.brokers.base import (
     Subscription,
 )
 from service.config import Settings
-from service.log import get_logger
-
-log = get_logger(__name__)
 
 
 class _Bus:
@@ -98,10 +95,7 @@ class MemoryBroker(Broker):
             raise BrokerUnavailable("memory broker is not connected")
         # Copy: a callback may unsubscribe while we iterate.
         for sub in tuple(self._bus.subscribers.get(topic, ())):
-            try:
-                sub.on_message(topic, body)
-            except Exception:  # one bad subscriber must not starve the others
-                log.exception("broker.error", topic=topic)
+            sub.deliver(topic, body)
 
     def describe(self) -> str:
         return f"memory://{self.name}"

@@ -113,14 +113,6 @@ class _MqttSubscription(CallbackSubscription):
         super().__init__(topic, on_message, on_error)
         self.broker = broker
 
-    def deliver(self, topic: str, body: bytes) -> None:
-        if not self.active:
-            return
-        try:
-            self.on_message(topic, body)
-        except Exception:  # a failing subscriber must not end the subscription
-            log.exception("broker.error", topic=self.topic, error="message callback failed")
-
     async def unsubscribe(self) -> None:
         if self.active:
             self.active = False

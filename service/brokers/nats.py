@@ -135,14 +135,9 @@ class _NatsSubscription(CallbackSubscription):
         self.confirmed = False  # the server acknowledged the interest
         self.denied: str | None = None  # the server's refusal, while unconfirmed
 
-    async def deliver(self, msg: Msg) -> None:
+    async def receive(self, msg: Msg) -> None:
         """nats-py's callback: runs on the event loop, one message at a time."""
-        if not self.active:
-            return
-        try:
-            self.on_message(msg.subject, msg.data)
-        except Exception:  # a failing subscriber must not end the subscription
-            log.exception("broker.error", topic=self.topic, error="message callback failed")
+        self.deliver(msg.subject, msg.data)
 
     async def unsubscribe(self) -> None:
         if self.active:
@@ -426,7 +421,7 @@ class NatsBroker(Broker):
         try:
             sub.nats_sub = await nc.subscribe(
                 sub.topic,
-                cb=sub.deliver,
+                cb=sub.receive,
                 pending_msgs_limit=self.config.pending_msgs_limit,
                 pending_bytes_limit=self.config.pending_bytes_limit,
             )

@@ -441,10 +441,7 @@ class RabbitMQBroker(Broker):
     @staticmethod
     def _deliver(binding: _Binding, key: str, body: bytes) -> None:
         for subscription in tuple(binding.subscriptions):
-            try:
-                subscription.on_message(key, body)
-            except Exception:  # one bad subscriber must not starve the others
-                log.exception("broker.error", topic=binding.key)
+            subscription.deliver(key, body)
 
     async def publish(self, topic: str, body: bytes) -> None:
         self._check_topic(topic)

@@ -163,14 +163,6 @@ class _RedisSubscription(CallbackSubscription):
         super().__init__(topic, on_message, on_error)
         self.broker = broker
 
-    def deliver(self, channel: str, body: bytes) -> None:
-        if not self.active:
-            return
-        try:
-            self.on_message(channel, body)
-        except Exception:  # a failing subscriber must not end the subscription
-            log.exception("broker.error", topic=self.topic, error="message callback failed")
-
     async def unsubscribe(self) -> None:
         if self.active:
             self.active = False

@@ -351,10 +351,7 @@ class SqsBroker(Broker):
             )
             return
         for message in messages:
-            try:
-                sub.on_message(sub.topic, decode_body(message))
-            except Exception:  # a failing subscriber must not end the subscription
-                log.exception("broker.subscriber_failed", topic=sub.topic)
+            sub.deliver(sub.topic, decode_body(message))
         await self._call(
             f"delete from {sub.topic!r}",
             "delete_message_batch",
