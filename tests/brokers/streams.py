@@ -6,7 +6,9 @@ when its test ends (``tests/brokers/conftest.py``), passed or not.
 
 from __future__ import annotations
 
-from tests.support import Frame, Running, SseClient
+import time
+
+from tests.support import Frame, Running, SseClient, metric
 
 opened: list[SseClient] = []
 
@@ -38,3 +40,22 @@ def assert_message(frame: Frame, event_id: int, topic: str, payload: str) -> Non
 def error_code(frame: Frame) -> str:
     assert frame.topic == "/unifrost/error", frame
     return str(frame.inner["error"]["code"])
+
+
+async def assert_outage_seen(running: Running, stream: SseClient, topic: str) -> None:
+    """The broker just went away: the stream is told, readiness and publishing refuse."""
+    assert error_code(await stream.data_frame()) == "broker-unavailable"
+    assert (await running.public_api("GET", "/readyz")).status == 503
+    assert await metric(running, "unifrost_broker_up") == 0
+    started = time.monotonic()
+    response = await running.api("POST", f"/publish?topic={topic}", "during")
+    assert response.status == 503  # refused at once, not buffered
+    assert time.monotonic() - started < 1
+
+
+async def assert_recovery_seen(running: Running, stream: SseClient) -> None:
+    """The broker is back: the same stream is told, once, and the service is ready."""
+    assert error_code(await stream.data_frame(timeout=10)) == "broker-recovered"
+    assert (await running.public_api("GET", "/readyz")).status == 200
+    assert await metric(running, "unifrost_broker_up") == 1
+    assert await metric(running, "unifrost_broker_reconnects_total") == 1
