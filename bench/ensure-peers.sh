@@ -27,12 +27,12 @@ if ! have_nchan; then
         SUDO=sudo
     else
         echo "nginx + libnginx-mod-nchan are missing and this user cannot install them;" >&2
-        echo "run as root: apt-get install nginx libnginx-mod-nchan" >&2
+        echo "run as root: apt-get -o DPkg::Lock::Timeout=300 install nginx libnginx-mod-nchan" >&2
         exit 1
     fi
     echo "installing nginx + libnginx-mod-nchan (apt)" >&2
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx libnginx-mod-nchan >/dev/null
+    $SUDO apt-get -o DPkg::Lock::Timeout=300 update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=300 install -y -qq nginx libnginx-mod-nchan >/dev/null
     # The package starts a system nginx on :80 where an init system exists; the
     # benchmark does not use it.
     if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then

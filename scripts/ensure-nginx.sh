@@ -14,8 +14,8 @@ else
     SUDO="sudo"
 fi
 
-$SUDO apt-get update
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends nginx
+$SUDO apt-get -o DPkg::Lock::Timeout=300 update
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends nginx
 if command -v service >/dev/null 2>&1; then
     $SUDO service nginx stop >/dev/null 2>&1 || true
 fi
