@@ -27,7 +27,7 @@ if ! have_nchan; then
         SUDO=sudo
     else
         echo "nginx + libnginx-mod-nchan are missing and this user cannot install them;" >&2
-        echo "run as root: apt-get -o DPkg::Lock::Timeout=300 install nginx libnginx-mod-nchan" >&2
+        echo "run as root: apt-get install nginx libnginx-mod-nchan" >&2
         exit 1
     fi
     echo "installing nginx + libnginx-mod-nchan (apt)" >&2
