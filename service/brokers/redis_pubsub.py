@@ -1,22 +1,13 @@
-"""The Redis driver (pub/sub through redis-py's asyncio client): ``redis://`` and ``rediss://``.
+"""The Redis pub/sub driver (redis-py's asyncio client): ``redis://`` and ``rediss://``.
 
-URL: ``redis://[[user]:password@]host[:port][/db][?option=value&...]``; ``rediss://``
-is the same over TLS (verified against the system's CAs). The port defaults to
-6379. ``user`` is an ACL user (Redis 6+); ``:password@`` alone authenticates as
-the default user. Credentials are percent-decoded and handed to redis-py as
-connection arguments; :meth:`RedisBroker.describe` shows ``***`` in their place.
-The ``db`` number is accepted and selected, but Redis pub/sub channels are
-server-wide: the number does not separate topics. Options (all optional, in
-seconds):
+URLs and options are parsed by :mod:`service.brokers.redis_config`. With
+``streams=1`` the same schemes are served by the Redis Streams driver instead
+(:mod:`service.brokers.redis_streams`, which adds replay by stream id);
+:meth:`RedisBroker.from_url` picks it, so no other scheme is needed. The ``db``
+number is accepted and selected, but Redis pub/sub channels are server-wide:
+the number does not separate topics.
 
-``connect_timeout``
-    bound on :meth:`RedisBroker.connect` and on each reconnect attempt (default 5).
-``timeout``
-    bound on the server's reply to a publish or subscribe (default 5).
-``max_reconnect_wait``
-    cap of the jittered exponential reconnect delay (default 5).
-
-What this module owns and the Redis-specific semantics:
+What this module owns and the Redis pub/sub semantics:
 
 * **One pub/sub connection per process.** Every topic of the process is
   subscribed on one dedicated connection, read by one task; publishes go
@@ -34,25 +25,20 @@ What this module owns and the Redis-specific semantics:
 * **Publishing** is ``PUBLISH`` (any name, glob characters included: they are
   literal there). While disconnected, publish raises :class:`BrokerUnavailable`
   at once; otherwise the server's reply is awaited for at most ``timeout``.
+* **Health check.** When the pub/sub connection has been silent for
+  ``health_check_interval`` seconds, the reader sends ``PING`` on it (allowed in
+  subscribed mode); without any reply within ``timeout`` the connection counts
+  as lost. A connection that died without a reset (a frozen server, a dropped
+  route) is so found within ``health_check_interval + timeout``, instead of
+  after the kernel's keepalive hours.
 * **Outages.** When the pub/sub connection drops, the driver calls
   ``_mark_down`` and reconnects after delays from :class:`Backoff`
   (exponential, jittered, capped by ``max_reconnect_wait``), subscribes every
   topic and pattern again, confirms each, and then calls ``_mark_up``.
   Failed attempts are reported through ``_report_error``. A subscription the
   server refuses on the new connection ends alone through its ``on_error``.
-  TCP keepalive finds connections that died without a reset.
 * **At most once.** Redis pub/sub keeps nothing: what is published while this
-  process is disconnected is lost for it.
-
-Replay (not built): Redis Streams could re-feed consumers that missed messages.
-The shape would be an opt-in option (``?streams=1``) under which a publish is
-``XADD <topic> MAXLEN ~ N * data <body>`` instead of (or besides) ``PUBLISH``,
-and each subscribed topic is read with ``XREAD BLOCK 0 STREAMS <topic> $``
-(only new entries, so no consumer group and the fan-out semantics are kept),
-remembering the last stream id seen per topic. After an outage the driver would
-go on with ``XREAD ... STREAMS <topic> <last id>``, receiving exactly what it
-missed in order; de-duplication is by stream id. Patterns have no stream
-equivalent (streams are keys, read by exact name), so they would stay pub/sub.
+  process is disconnected is lost for it (``streams=1`` replays it).
 """
 
 from __future__ import annotations
@@ -61,16 +47,14 @@ import asyncio
 import collections
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection, SSLConnection
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
+from service.brokers import redis_config
 from service.brokers.backoff import Backoff
 from service.brokers.base import (
     Broker,
@@ -80,80 +64,17 @@ from service.brokers.base import (
     ErrorCallback,
     MessageCallback,
     Subscription,
-    redact_url,
 )
+from service.brokers.redis_config import RedisConfig, is_pattern, parse_url
+from service.brokers.redis_streams import RedisStreamsBroker
 from service.config import Settings
 from service.log import get_logger
 
 log = get_logger(__name__)
 
-GLOB_CHARACTERS = frozenset("*?[")
-_OPTIONS = ("connect_timeout", "timeout", "max_reconnect_wait")
-# Replies that answer one (un)subscribe command each, in the order the commands were sent.
-_CONFIRMATIONS = frozenset({b"subscribe", b"psubscribe", b"unsubscribe", b"punsubscribe"})
-
-
-@dataclass(frozen=True)
-class RedisConfig:
-    """What a ``redis://`` URL says."""
-
-    url: str
-    tls: bool
-    host: str
-    port: int
-    db: int
-    username: str | None
-    password: str | None
-    connect_timeout: float = 5.0
-    timeout: float = 5.0
-    max_reconnect_wait: float = 5.0
-
-
-def parse_url(url: str) -> RedisConfig:
-    """Parse a ``redis://`` or ``rediss://`` URL.
-
-    Raises:
-        ValueError: the URL is malformed (the message never holds credentials).
-    """
-    safe = redact_url(url)
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss"):
-        raise ValueError(f"not a Redis URL: {safe!r}")
-    try:
-        host, port = parts.hostname, parts.port or 6379
-    except ValueError:
-        raise ValueError(f"invalid Redis URL {safe!r}: bad port") from None
-    if not host:
-        raise ValueError(f"invalid Redis URL {safe!r}: it needs a host")
-    path = parts.path.strip("/")
-    if path and not path.isdigit():
-        raise ValueError(f"invalid Redis URL {safe!r}: the path must be a database number")
-    options: dict[str, float] = {}
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        if name not in _OPTIONS:
-            raise ValueError(f"unknown Redis URL option {name!r} (known: {', '.join(_OPTIONS)})")
-        try:
-            seconds = float(value)
-        except ValueError:
-            seconds = 0.0
-        if not seconds > 0:
-            raise ValueError(f"Redis URL option {name}: must be more than zero seconds")
-        options[name] = seconds
-    return RedisConfig(
-        url=url,
-        tls=parts.scheme == "rediss",
-        host=host,
-        port=port,
-        db=int(path or 0),
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-        **options,
-    )
-
-
-def is_pattern(topic: str) -> bool:
-    """True when ``topic`` is subscribed with ``PSUBSCRIBE``."""
-    return not GLOB_CHARACTERS.isdisjoint(topic)
+# Replies that answer one command each (the health check's PING included), in the
+# order the commands were sent.
+_CONFIRMATIONS = frozenset({b"subscribe", b"psubscribe", b"unsubscribe", b"punsubscribe", b"pong"})
 
 
 class _RedisSubscription(CallbackSubscription):
@@ -189,11 +110,13 @@ class RedisBroker(Broker):
         self._backoff = Backoff(maximum=config.max_reconnect_wait)
 
     @classmethod
-    def from_url(cls, url: str, settings: Settings | None = None) -> RedisBroker:
-        return cls(parse_url(url))
+    def from_url(cls, url: str, settings: Settings | None = None) -> Broker:
+        """The pub/sub driver, or the streams driver when the URL says ``streams=1``."""
+        config = parse_url(url)
+        return RedisStreamsBroker(config) if config.streams else cls(config)
 
     def describe(self) -> str:
-        return redact_url(self.config.url.split("?", 1)[0])
+        return redis_config.describe(self.config)
 
     # --- connecting -----------------------------------------------------------------------
 
@@ -203,7 +126,7 @@ class RedisBroker(Broker):
         self._closing = False
         self._publisher = Redis(
             ssl=self.config.tls,
-            **self._connection_args(self.config.timeout),
+            **redis_config.connection_args(self.config, self.config.timeout),
         )
         try:
             conn = await self._open()
@@ -219,24 +142,10 @@ class RedisBroker(Broker):
         self._start_reading(conn)
         self._mark_up()
 
-    def _connection_args(self, socket_timeout: float | None) -> dict[str, Any]:
-        return {
-            "host": self.config.host,
-            "port": self.config.port,
-            "db": self.config.db,
-            "username": self.config.username,
-            "password": self.config.password,
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": self.config.connect_timeout,
-            "socket_keepalive": True,
-            "protocol": 2,  # pub/sub replies as plain arrays
-            "retry": Retry(NoBackoff(), 0),  # outages are handled here, not retried inside
-        }
-
     async def _open(self) -> Connection:
-        """A connected, authenticated pub/sub connection (no socket read timeout: it idles)."""
+        """A connected, authenticated pub/sub connection (reads are bounded by the reader)."""
         cls = SSLConnection if self.config.tls else Connection
-        conn = cls(**self._connection_args(None))
+        conn = cls(**redis_config.connection_args(self.config, None))
         try:
             await asyncio.wait_for(conn.connect(), self.config.connect_timeout)  # type: ignore[no-untyped-call]
         except BaseException:
@@ -277,15 +186,36 @@ class RedisBroker(Broker):
     # --- reading ----------------------------------------------------------------------------
 
     async def _read(self, conn: Connection) -> None:
-        """Deliver messages and confirmations until the connection drops."""
+        """Deliver messages and confirmations until the connection drops or falls silent.
+
+        After ``health_check_interval`` without any reply a ``PING`` goes out; any
+        reply within ``timeout`` (its pong, or a message) proves the connection alive.
+        """
+        loop = asyncio.get_running_loop()
+        probe_deadline: float | None = None
         try:
             while True:
+                if probe_deadline is None:
+                    wait = self.config.health_check_interval
+                else:
+                    wait = max(probe_deadline - loop.time(), 0.0)
                 try:
-                    reply = await conn.read_response(timeout=None)
+                    # An explicit timeout returns None on silence; the parser keeps
+                    # any partly read reply for the next call.
+                    reply = await conn.read_response(timeout=wait)
                 except ResponseError as exc:  # a refused command, in order with the others
                     self._answer(BrokerError(self._text(exc)))
+                    probe_deadline = None
                     continue
-                self._dispatch(reply)
+                if reply is not None:
+                    self._dispatch(reply)
+                    probe_deadline = None
+                elif probe_deadline is None:
+                    probe = await self._send(conn, "PING")
+                    probe.add_done_callback(_retrieve)  # nobody awaits it: the reader watches
+                    probe_deadline = loop.time() + self.config.timeout
+                else:
+                    raise RedisConnectionError(f"no answer to PING within {self.config.timeout:g}s")
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the connection is gone (EOF, reset, ...)
@@ -430,21 +360,26 @@ class RedisBroker(Broker):
         conn = self._conn
         if conn is None or not conn.is_connected:
             raise BrokerUnavailable("not connected to Redis; reconnecting")
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        async with self._send_lock:  # replies come in the order the commands are sent
-            self._pending.append(waiter)
-            try:
-                await asyncio.wait_for(
-                    conn.send_command(command, topic, check_health=False), self.config.timeout
-                )
-            except (RedisError, OSError, TimeoutError) as exc:
-                raise BrokerUnavailable(f"{command} failed: {self._text(exc)}") from exc
+        try:
+            waiter = await self._send(conn, command, topic)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"{command} failed: {self._text(exc)}") from exc
         try:
             await asyncio.wait_for(asyncio.shield(waiter), self.config.timeout)
         except TimeoutError:
             raise BrokerUnavailable(
                 f"Redis did not confirm {command} {topic!r} within {self.config.timeout:g}s"
             ) from None
+
+    async def _send(self, conn: Connection, *command: str) -> asyncio.Future[None]:
+        """Send ``command``; the returned future is answered by the reader, in order."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        async with self._send_lock:  # replies come in the order the commands are sent
+            self._pending.append(waiter)
+            await asyncio.wait_for(
+                conn.send_command(*command, check_health=False), self.config.timeout
+            )
+        return waiter
 
     async def publish(self, topic: str, body: bytes) -> None:
         publisher = self._require_up()
@@ -464,11 +399,12 @@ class RedisBroker(Broker):
         return self._publisher
 
     def _text(self, exc: BaseException) -> str:
-        """``exc`` as text without any credential (they should never be in it anyway)."""
-        text = str(exc) or type(exc).__name__
-        if self.config.password:
-            text = text.replace(self.config.password, "***")
-        return text
+        return redis_config.error_text(self.config, exc)
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _subscribe_command(topic: str) -> str:

@@ -6,14 +6,17 @@ same port::
 
     async with redis_server() as server:
         server.kill()
-        await server.start()  # same port, same arguments
+        await server.start()  # same port, same arguments (``server.args`` may change between)
 
-The process is always killed when the ``async with`` block ends.
+:meth:`RedisServer.pause` freezes the process (``SIGSTOP``): its connections
+stay open but nothing answers, like a server or route that died without a
+reset. The process is always killed when the ``async with`` block ends.
 """
 
 from __future__ import annotations
 
 import contextlib
+import signal
 from collections.abc import AsyncIterator, Sequence
 
 from tests.brokers.local_server import LocalServer, free_port
@@ -25,7 +28,7 @@ __all__ = ["SHARED_URL", "RedisServer", "free_port", "redis_server"]
 
 
 class RedisServer(LocalServer):
-    """One ``redis-server --port <port>`` without persistence."""
+    """One ``redis-server --port <port>``, without persistence unless ``args`` turn it on."""
 
     name = "redis-server"
 
@@ -40,6 +43,15 @@ class RedisServer(LocalServer):
             *("--save", "", "--appendonly", "no"),
             *self.args,
         ]
+
+    def pause(self) -> None:
+        """Freeze the process: connections stay open, nothing is answered."""
+        assert self.proc is not None and self.running
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None and self.running
+        self.proc.send_signal(signal.SIGCONT)
 
     @property
     def url(self) -> str:

@@ -1,8 +1,10 @@
-"""The Redis pub/sub driver against real redis-server processes.
+"""The Redis pub/sub driver (and the URL options of both Redis drivers) against
+real redis-server processes.
 
 Most tests use the shared server on 127.0.0.1:6379 (if it is not reachable
-these tests fail). Tests that kill, restart or configure a server start their
-own on a free port (``tests/brokers/redis_server.py``).
+these tests fail). Tests that kill, freeze, restart or configure a server start
+their own on a free port (``tests/brokers/redis_server.py``). The streams mode
+is tested in ``test_redis_streams.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import pytest
 from redis.asyncio import Redis
 
 from service.brokers.base import Broker, BrokerUnavailable
-from service.brokers.redis_pubsub import RedisBroker, is_pattern, parse_url
+from service.brokers.redis_config import is_pattern, parse_url
+from service.brokers.redis_pubsub import RedisBroker
+from service.brokers.redis_streams import RedisStreamsBroker
 from service.config import Settings
 from tests.brokers.contract import BrokerContract, Collector
 from tests.brokers.redis_server import SHARED_URL, free_port, redis_server
@@ -34,7 +38,7 @@ from tests.brokers.streams import (
 from tests.support import captured_logs, metric, running_server
 
 
-def driver_for(url: str) -> RedisBroker:
+def driver_for(url: str) -> Broker:
     return RedisBroker.from_url(url, Settings())
 
 
@@ -81,7 +85,7 @@ def test_url_forms_parse_to_address_credentials_and_options() -> None:
     )
     full = parse_url(
         "rediss://al%40ice:p%40ss%3Aw@cache.example:6380/3"
-        "?connect_timeout=2&timeout=1.5&max_reconnect_wait=0.5"
+        "?connect_timeout=2&timeout=1.5&max_reconnect_wait=0.5&health_check_interval=0.25"
     )
     assert (full.host, full.port, full.db, full.username, full.password, full.tls) == (
         "cache.example",
@@ -92,6 +96,8 @@ def test_url_forms_parse_to_address_credentials_and_options() -> None:
         True,
     )
     assert (full.connect_timeout, full.timeout, full.max_reconnect_wait) == (2.0, 1.5, 0.5)
+    assert full.health_check_interval == 0.25
+    assert (plain.health_check_interval, plain.streams) == (10.0, False)
     assert parse_url("redis://:hunter2@h:1/2").password == "hunter2"
     assert parse_url("redis://:hunter2@h:1/2").username is None
 
@@ -102,8 +108,13 @@ def test_url_forms_parse_to_address_credentials_and_options() -> None:
         ("redis://:hunter2@", "needs a host"),
         ("redis://:hunter2@h:notaport", "bad port"),
         ("redis://:hunter2@h/db1", "database number"),
-        ("redis://:hunter2@h?streams=1", "unknown Redis URL option 'streams'"),
+        ("redis://:hunter2@h?stream=1", "unknown Redis URL option 'stream'"),
         ("redis://:hunter2@h?timeout=0", "option timeout: must be more than zero"),
+        ("redis://:hunter2@h?health_check_interval=-1", "health_check_interval: must be more"),
+        ("redis://:hunter2@h?health_check_interval=inf", "health_check_interval: must be more"),
+        ("redis://:hunter2@h?streams=yes", "option streams: must be 1 or 0, not 'yes'"),
+        ("redis://:hunter2@h?maxlen=5", "option maxlen: applies only with streams=1"),
+        ("redis://:hunter2@h?streams=0&start=0", "option start: applies only with streams=1"),
     ],
 )
 def test_bad_urls_are_config_errors_without_credentials(url: str, problem: str) -> None:
@@ -119,6 +130,16 @@ def test_describe_hides_credentials_and_options() -> None:
     )
     assert driver_for(f"rediss://svc:{secret}@h").describe() == "rediss://***@h"
     assert driver_for("redis://h:1").describe() == "redis://h:1"
+
+
+def test_streams_option_picks_the_streams_driver() -> None:
+    assert type(driver_for("redis://h")) is RedisBroker
+    assert type(driver_for("redis://h?streams=0")) is RedisBroker
+    assert type(driver_for("redis://h?streams=false")) is RedisBroker
+    streams = driver_for("rediss://:pw@h:1/2?streams=1")
+    assert type(streams) is RedisStreamsBroker
+    assert (streams.scheme, streams.describe()) == ("rediss", "rediss://***@h:1/2")
+    assert type(driver_for("redis://h?streams=TRUE")) is RedisStreamsBroker
 
 
 def test_glob_characters_make_pattern_subscriptions() -> None:
@@ -343,3 +364,31 @@ async def test_close_does_not_hang_while_the_broker_is_gone() -> None:
         await driver.close()
         assert time.monotonic() - started < 1
         assert got.errors == []
+
+
+async def test_health_check_finds_a_frozen_server_within_its_bound() -> None:
+    interval, timeout = 0.3, 0.5
+    async with redis_server() as server:
+        url = (
+            f"{server.url}?health_check_interval={interval}&timeout={timeout}"
+            "&connect_timeout=0.5&max_reconnect_wait=0.3"
+        )
+        async with running_server(driver=driver_for(url)) as running:
+            topic = channel()
+            stream = await open_stream(running, [topic])
+            # Silent for several intervals: every PING is answered, nothing is reported.
+            await asyncio.sleep(5 * interval)
+            await running.publish(topic, "still here")
+            assert_message(await stream.data_frame(), 1, topic, "still here")
+            assert await metric(running, "unifrost_broker_up") == 1
+
+            server.pause()  # the connection stays open; no reset ever comes
+            paused = time.monotonic()
+            assert error_code(await stream.data_frame(timeout=5)) == "broker-unavailable"
+            assert time.monotonic() - paused < interval + timeout + 0.5
+            assert (await running.public_api("GET", "/readyz")).status == 503
+
+            server.resume()
+            await assert_recovery_seen(running, stream)
+            await running.publish(topic, "after")
+            assert_message(await stream.data_frame(), 2, topic, "after")
