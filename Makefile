@@ -26,6 +26,7 @@ services:
 	scripts/ensure-services.sh
 	scripts/ensure-nginx.sh
 	scripts/ensure-prometheus.sh
+	scripts/ensure-pstest.sh
 
 ## Chromium and playwright-core for the end-to-end browser tests.
 browser:

@@ -31,6 +31,7 @@ _DRIVERS: dict[str, tuple[str, str, str]] = {
     "redis": ("service.brokers.redis_pubsub", "RedisBroker", "redis"),
     "rediss": ("service.brokers.redis_pubsub", "RedisBroker", "redis"),
     "sqs": ("service.brokers.sqs", "SqsBroker", "sqs"),
+    "gcppubsub": ("service.brokers.gcppubsub", "GcpPubSubBroker", "gcppubsub"),
     "mqtt": ("service.brokers.mqtt", "MqttBroker", "mqtt"),
     "mqtts": ("service.brokers.mqtt", "MqttBroker", "mqtt"),
 }
