@@ -1,4 +1,4 @@
-"""Redis URLs: parsing, options and connection arguments, shared by both Redis drivers.
+"""Redis URLs (parsing, options) and the connection helpers both Redis drivers share.
 
 URL: ``redis://[[user]:password@]host[:port][/db][?option=value&...]``; ``rediss://``
 is the same over TLS (verified against the system's CAs). The port defaults to
@@ -32,6 +32,8 @@ connection arguments, never put in messages. Options (all optional):
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -197,3 +199,22 @@ def error_text(config: RedisConfig, exc: BaseException) -> str:
 def describe(config: RedisConfig) -> str:
     """The URL without credentials and options, for logs."""
     return redact_url(config.url.split("?", 1)[0])
+
+
+async def stop_task(task: asyncio.Task[Any], timeout: float) -> None:
+    """Cancel ``task`` and wait for its end, at most ``timeout`` seconds.
+
+    The cancel is repeated while the task runs on: on Python 3.11 a cancel that
+    lands just as an inner ``asyncio.wait_for`` completes is lost, and redis-py
+    sends every command through one.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not task.done():
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return
+        task.cancel()
+        await asyncio.wait({task}, timeout=min(remaining, 0.05))
+    with contextlib.suppress(BaseException):
+        task.exception()  # retrieved: its end was wanted

@@ -162,9 +162,7 @@ class RedisBroker(Broker):
         self._up = False  # closed on purpose: nobody to tell
         for task in (self._revive_task, self._reader):
             if task is not None and task is not asyncio.current_task():
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await asyncio.wait_for(task, self.config.timeout)
+                await redis_config.stop_task(task, self.config.timeout)
         self._revive_task = self._reader = None
         for subs in self._subs.values():
             for sub in subs:
@@ -291,9 +289,7 @@ class RedisBroker(Broker):
         self._conn = None  # its reader, if still running, reports nothing
         self._fail_pending()
         if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(BaseException):
-                await reader
+            await redis_config.stop_task(reader, self.config.timeout)
         await self._drop(conn)
 
     async def _resubscribe(self) -> bool:
@@ -376,9 +372,9 @@ class RedisBroker(Broker):
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         async with self._send_lock:  # replies come in the order the commands are sent
             self._pending.append(waiter)
-            await asyncio.wait_for(
-                conn.send_command(*command, check_health=False), self.config.timeout
-            )
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can lose the reader's cancel.
+            async with asyncio.timeout(self.config.timeout):
+                await conn.send_command(*command, check_health=False)
         return waiter
 
     async def publish(self, topic: str, body: bytes) -> None:

@@ -205,9 +205,7 @@ class RedisStreamsBroker(Broker):
         self._up = False  # closed on purpose: nobody to tell
         for task in (self._revive_task, self._reader, self._waker):
             if task is not None and task is not asyncio.current_task():
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await asyncio.wait_for(task, self.config.timeout)
+                await redis_config.stop_task(task, self.config.timeout)
         self._revive_task = self._reader = self._waker = None
         for stream in self._streams.values():
             for sub in stream.subs:
@@ -239,10 +237,10 @@ class RedisStreamsBroker(Broker):
                 refused: ResponseError | None = None
                 self._blocked_generation = self._generation
                 try:
-                    await asyncio.wait_for(
-                        conn.send_command(*_xread(positions, self._block_ms()), check_health=False),
-                        self.config.timeout,
-                    )
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can lose a cancel.
+                    async with asyncio.timeout(self.config.timeout):
+                        command = _xread(positions, self._block_ms())
+                        await conn.send_command(*command, check_health=False)
                     # None when the block ended empty or CLIENT UNBLOCK woke it.
                     reply = await conn.read_response()
                 except ResponseError as exc:
@@ -268,11 +266,13 @@ class RedisStreamsBroker(Broker):
     async def _idle(self, conn: Connection) -> None:
         """Nothing to read: wait for a topic, and PING the connection meanwhile."""
         try:
-            await asyncio.wait_for(self._wake.wait(), self.config.health_check_interval)
+            async with asyncio.timeout(self.config.health_check_interval):
+                await self._wake.wait()
             return
         except TimeoutError:
             pass
-        await asyncio.wait_for(conn.send_command("PING", check_health=False), self.config.timeout)
+        async with asyncio.timeout(self.config.timeout):
+            await conn.send_command("PING", check_health=False)
         if await conn.read_response(timeout=self.config.timeout) is None:
             raise RedisConnectionError(f"no answer to PING within {self.config.timeout:g}s")
 
@@ -413,9 +413,8 @@ class RedisStreamsBroker(Broker):
             if client is None:
                 return
             try:
-                woken = await asyncio.wait_for(
-                    client.client_unblock(reader_id), self.config.timeout
-                )
+                async with asyncio.timeout(self.config.timeout):
+                    woken = await client.client_unblock(reader_id)
             except ResponseError as exc:
                 self._refuse_unblock(exc)
                 return
