@@ -13,9 +13,10 @@ connection arguments, never put in messages. Options (all optional):
 ``max_reconnect_wait``
     seconds; cap of the jittered exponential reconnect delay (default 5).
 ``health_check_interval``
-    seconds (default 10); a reading connection silent this long is probed, so
-    one that died without a reset is found within ``health_check_interval +
-    timeout``.
+    seconds (default 10); how long a reading connection may stay silent: the
+    pub/sub connection is sent ``PING`` after that much silence, and a streams
+    ``XREAD`` blocks at most that long. One that died without a reset is so
+    found within ``health_check_interval + timeout``.
 ``streams``
     ``1`` (or ``true``) reads and writes Redis Streams instead of pub/sub
     (:mod:`service.brokers.redis_streams`); ``0`` (or ``false``, the default)
