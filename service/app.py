@@ -9,6 +9,7 @@ from tornado import web
 
 from service.config import ClientSubscriptionSettings
 from service.consumers import handlers as control
+from service.consumers.publish import AdminRouter
 from service.consumers.stream import ClientSubscriptionHandler, StreamHandler
 from service.context import AppContext
 from service.web.base import NotFoundHandler
@@ -69,7 +70,7 @@ def _client_subscriptions_context(ctx: AppContext) -> AppContext | None:
     )
 
 
-def make_admin_app(ctx: AppContext) -> web.Application:
-    """The control API, ``/metrics`` and health."""
+def make_admin_app(ctx: AppContext) -> AdminRouter:
+    """The control API, ``/metrics`` and health (``POST /publish`` answered before routing)."""
     table = [*control.default_handlers, (r"/metrics", MetricsHandler), *health_handlers]
-    return _application(ctx, _routes(ctx, table))
+    return AdminRouter(_application(ctx, _routes(ctx, table)), ctx)

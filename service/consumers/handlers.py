@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.brokers.base import BrokerError, BrokerUnavailable
-from service.consumers.consumer import Consumer, consumer_id_problem, topic_problem
+from service.consumers.consumer import Consumer, consumer_id_problem
 from service.consumers.manager import ConsumerExists, TooManyConsumers
 from service.consumers.stream import topic_lists
 from service.web.base import AdminHandler, ApiError
@@ -103,38 +102,13 @@ class SubscriptionsHandler(ConsumerResource):
 
 
 class PublishHandler(AdminHandler):
-    """``POST /publish?topic=<t>``: the raw body goes to the broker as one message."""
+    """``/publish`` for every method but POST: 405 (after the token check).
+
+    ``POST /publish`` never reaches the application: :class:`~service.consumers.publish.AdminRouter`
+    answers it before routing (see that module for why).
+    """
 
     name = "publish"
-
-    def prepare(self) -> None:
-        self.body_limit = self.ctx.settings.max_message_bytes
-        super().prepare()
-
-    async def post(self) -> None:
-        # The raw value: Tornado's argument helpers strip whitespace and turn control
-        # characters into spaces, which would publish to a different topic.
-        values = self.request.query_arguments.get("topic")
-        if not values:
-            raise ApiError(400, "bad-topic", "missing ?topic=")
-        try:
-            topic = values[-1].decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ApiError(400, "bad-topic", "topic is not valid UTF-8") from exc
-        problem = topic_problem(topic)
-        if problem:
-            raise ApiError(400, "bad-topic", problem)
-        body = self.body
-        try:
-            await self.ctx.broker.publish(topic, body)
-        except BrokerUnavailable as exc:
-            raise ApiError(503, "broker-unavailable", str(exc)) from exc
-        except BrokerError as exc:
-            raise ApiError(502, "broker-error", str(exc)) from exc
-        # An in-process broker fanned the message out just now: let it reach the
-        # sockets before answering, so a publisher is paced by delivery.
-        self.ctx.manager.batcher.flush_now()
-        self.send_json({"topic": topic, "bytes": len(body)}, status=202)
 
 
 _ID = r"([A-Za-z0-9._~-]{1,128})"

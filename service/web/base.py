@@ -37,6 +37,16 @@ _CODES = {
 }
 
 
+def drain_limit(body_limit: int) -> int:
+    """Bodies up to this size are read (and discarded past ``body_limit``) to answer 413."""
+    return max(4 * body_limit, _MIN_DRAIN)
+
+
+def error_body(code: str, message: str) -> bytes:
+    """The JSON body of every error answer."""
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
 class ApiError(web.HTTPError):
     """An error with a machine-readable ``code`` for the JSON body."""
 
@@ -71,13 +81,13 @@ class BaseHandler(web.RequestHandler):
         # A body somewhat over the limit is read and discarded so the client, still
         # sending, gets the JSON 413 instead of a connection reset. A body far over
         # it is refused from its Content-Length alone, unread.
-        drain_limit = max(4 * self.body_limit, _MIN_DRAIN)
+        limit = drain_limit(self.body_limit)
         declared = self.request.headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > drain_limit:
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             self._refuse_body()
         connection = self.request.connection
         if connection is not None and hasattr(connection, "set_max_body_size"):
-            connection.set_max_body_size(drain_limit)
+            connection.set_max_body_size(limit)
 
     def data_received(self, chunk: bytes) -> None:
         self._body_size += len(chunk)
@@ -137,7 +147,7 @@ class BaseHandler(web.RequestHandler):
                 else "error"
             )
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": {"code": code, "message": message}}))
+        self.finish(error_body(code, message))
 
     # --- bookkeeping ----------------------------------------------------------
 

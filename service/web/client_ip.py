@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def _trusted(address: str, trusted: Sequence[Network]) -> bool:
+# Every stream and control-API call asks about its peer, and peers repeat
+# (proxies, the same clients): parsing an address costs more than the lookup.
+@functools.lru_cache(maxsize=4096)
+def _trusted(address: str, trusted: tuple[Network, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address.strip())
     except ValueError:
@@ -16,7 +20,7 @@ def _trusted(address: str, trusted: Sequence[Network]) -> bool:
     return any(ip in net for net in trusted)
 
 
-def client_ip(peer: str, headers: Mapping[str, str], trusted: Sequence[Network]) -> str:
+def client_ip(peer: str, headers: Mapping[str, str], trusted: tuple[Network, ...]) -> str:
     """The address to log for a request that arrived from ``peer``.
 
     Forwarding headers are believed only when ``peer`` is a trusted proxy. In
@@ -43,6 +47,7 @@ def client_ip(peer: str, headers: Mapping[str, str], trusted: Sequence[Network])
     return real_ip if _is_ip(real_ip) else peer
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_ip(value: str) -> bool:
     try:
         ipaddress.ip_address(value)

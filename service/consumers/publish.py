@@ -1,0 +1,272 @@
+"""``POST /publish?topic=<t>``: the raw body goes to the broker as one message.
+
+A publish is the one control-API call made once per message, so its fixed
+cost bounds throughput whenever a message reaches only a few streams. Tornado's
+``RequestHandler`` machinery (routing, the handler object, header bookkeeping,
+``finish``) was about half of that cost, so this route is answered one level
+lower: :class:`AdminRouter` sits between Tornado's ``HTTPServer`` and the admin
+application, takes ``POST /publish`` itself (:class:`PublishRequest`) and hands
+every other request to the application unchanged.
+
+The answers are the control API's: the bearer token is checked first, then
+the body limits (a declared body far over ``max_message_bytes`` is refused
+from its ``Content-Length``, one somewhat over it is read and discarded so the
+client still gets the JSON 413), then the topic; broker failures are 503
+``broker-unavailable`` / 502 ``broker-error``; success is 202
+``{"topic", "bytes"}``. Requests are counted and logged like every other
+control-API call (``handler="publish"``, ``http.request``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any
+
+from tornado import httputil, web
+from tornado.escape import parse_qs_bytes
+from tornado.log import app_log
+
+from service.brokers.base import BrokerError, BrokerUnavailable
+from service.consumers.consumer import topic_problem
+from service.context import AppContext
+from service.log import get_logger
+from service.web.base import ApiError, drain_limit, error_body
+from service.web.client_ip import client_ip
+
+log = get_logger("unifrost.http")
+
+PATH = "/publish"
+
+
+class AdminRouter(httputil.HTTPServerConnectionDelegate):
+    """The admin listener's entry: ``POST /publish`` here, the rest to ``app``."""
+
+    def __init__(self, app: web.Application, ctx: AppContext) -> None:
+        self.app = app
+        self.ctx = ctx
+
+    def start_request(
+        self, server_conn: object, request_conn: httputil.HTTPConnection
+    ) -> httputil.HTTPMessageDelegate:
+        return _Dispatch(self, server_conn, request_conn)
+
+    def on_close(self, server_conn: object) -> None:
+        self.app.on_close(server_conn)
+
+
+class _Dispatch(httputil.HTTPMessageDelegate):
+    """Chooses the request's handler once its start line is known."""
+
+    __slots__ = ("delegate", "request_conn", "router", "server_conn")
+
+    def __init__(
+        self, router: AdminRouter, server_conn: object, request_conn: httputil.HTTPConnection
+    ) -> None:
+        self.router = router
+        self.server_conn = server_conn
+        self.request_conn = request_conn
+        self.delegate: httputil.HTTPMessageDelegate | None = None
+
+    def headers_received(
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+    ) -> Any:
+        assert isinstance(start_line, httputil.RequestStartLine)
+        if start_line.method == "POST" and start_line.path.partition("?")[0] == PATH:
+            self.delegate = PublishRequest(self.router.ctx, self.request_conn)
+        else:
+            self.delegate = self.router.app.start_request(self.server_conn, self.request_conn)
+        return self.delegate.headers_received(start_line, headers)
+
+    def data_received(self, chunk: bytes) -> Any:
+        assert self.delegate is not None
+        return self.delegate.data_received(chunk)
+
+    def finish(self) -> None:
+        assert self.delegate is not None
+        self.delegate.finish()
+
+    def on_connection_close(self) -> None:
+        if self.delegate is not None:
+            self.delegate.on_connection_close()
+
+
+class PublishRequest(httputil.HTTPMessageDelegate):
+    """One ``POST /publish``: read the body within limits, publish, answer."""
+
+    def __init__(self, ctx: AppContext, conn: httputil.HTTPConnection) -> None:
+        self.ctx = ctx
+        self.conn = conn
+        self.started = time.perf_counter()
+        self.limit = ctx.settings.max_message_bytes
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.answered = False
+        self.query = b""
+        self.headers = httputil.HTTPHeaders()
+
+    # --- reading ---------------------------------------------------------------------
+
+    def headers_received(
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+    ) -> None:
+        assert isinstance(start_line, httputil.RequestStartLine)
+        self.query = start_line.path.partition("?")[2].encode("latin-1")
+        self.headers = headers
+        try:
+            self._check_token()
+            limit = drain_limit(self.limit)
+            declared = headers.get("Content-Length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise _too_large(self.limit)
+            self.conn.set_max_body_size(limit)  # type: ignore[attr-defined]
+        except ApiError as exc:
+            self._answer_error(exc)
+
+    def _check_token(self) -> None:
+        token = self.ctx.settings.admin_token
+        if not token:
+            return
+        scheme, _, given = self.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), token.encode()
+        ):
+            raise ApiError(
+                401,
+                "unauthorized",
+                "missing or wrong bearer token",
+                headers={"WWW-Authenticate": 'Bearer realm="unifrost"'},
+            )
+
+    def data_received(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size <= self.limit and not self.answered:
+            self.chunks.append(chunk)
+
+    def finish(self) -> None:
+        if self.answered:
+            return
+        try:
+            topic = self._topic()
+            if self.size > self.limit:
+                raise _too_large(self.limit)
+        except ApiError as exc:
+            self._answer_error(exc)
+            return
+        body = b"".join(self.chunks)
+        self.chunks = []
+        publishing = asyncio.ensure_future(self._publish(topic, body))
+        publishing.add_done_callback(self._published)
+
+    def on_connection_close(self) -> None:
+        self.chunks = []
+
+    def _topic(self) -> str:
+        # The raw value: Tornado's argument helpers strip whitespace and turn control
+        # characters into spaces, which would publish to a different topic.
+        values = parse_qs_bytes(self.query, keep_blank_values=True).get("topic")
+        if not values:
+            raise ApiError(400, "bad-topic", "missing ?topic=")
+        try:
+            topic = values[-1].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ApiError(400, "bad-topic", "topic is not valid UTF-8") from exc
+        problem = topic_problem(topic)
+        if problem:
+            raise ApiError(400, "bad-topic", problem)
+        return topic
+
+    # --- publishing --------------------------------------------------------------------
+
+    async def _publish(self, topic: str, body: bytes) -> None:
+        try:
+            await self.ctx.broker.publish(topic, body)
+        except BrokerUnavailable as exc:
+            raise ApiError(503, "broker-unavailable", str(exc)) from exc
+        except BrokerError as exc:
+            raise ApiError(502, "broker-error", str(exc)) from exc
+        # An in-process broker fanned the message out just now: let it reach the
+        # sockets before answering, so a publisher is paced by delivery.
+        self.ctx.manager.batcher.flush_now()
+        answer = json.dumps({"topic": topic, "bytes": len(body)}).encode()
+        self._answer(202, answer)
+
+    def _published(self, publishing: asyncio.Future[None]) -> None:
+        if publishing.cancelled():
+            return
+        exc = publishing.exception()
+        if exc is None:
+            return
+        if not isinstance(exc, ApiError):
+            app_log.error("Uncaught exception POST %s", PATH, exc_info=exc)
+            exc = ApiError(500, "error", "Internal Server Error")
+        self._answer_error(exc)
+
+    # --- answering ---------------------------------------------------------------------
+
+    def _answer_error(self, exc: ApiError) -> None:
+        self._answer(exc.status_code, error_body(exc.code, exc.message), exc.headers)
+
+    def _answer(self, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:
+        if self.answered:
+            return
+        self.answered = True
+        headers = httputil.HTTPHeaders(
+            {
+                "Content-Type": "application/json",
+                "Content-Length": str(len(body)),
+                "Date": _http_date(),
+            }
+        )
+        for name, value in (extra or {}).items():
+            headers[name] = value
+        start_line = httputil.ResponseStartLine("HTTP/1.1", status, HTTPStatus(status).phrase)
+        self.conn.write_headers(start_line, headers, body)
+        self.conn.finish()
+        self._record(status)
+
+    def _record(self, status: int) -> None:
+        elapsed = time.perf_counter() - self.started
+        metrics = self.ctx.metrics
+        metrics.http_requests.labels("publish", str(status)).inc()
+        metrics.http_request_duration.labels("publish").observe(elapsed)
+        context = getattr(self.conn, "context", None)
+        peer = getattr(context, "remote_ip", "") or ""
+        log.info(
+            "http.request",
+            method="POST",
+            path=PATH,
+            status=status,
+            duration_ms=round(elapsed * 1000, 2),
+            remote_ip=client_ip(peer, self.headers, self.ctx.settings.trusted_proxies),
+        )
+
+
+def _too_large(limit: int) -> ApiError:
+    # Tornado would otherwise keep reading the rest of a body we refuse.
+    return ApiError(
+        413,
+        "payload-too-large",
+        f"body exceeds {limit} bytes",
+        headers={"Connection": "close"},
+    )
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    """The ``Date`` header value, formatted once per second."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True))
+    return _date_cache[1]
