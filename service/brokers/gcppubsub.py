@@ -104,7 +104,7 @@ _RETENTION_SECONDS = 600  # Pub/Sub's minimum: nobody reads an orphaned subscrip
 _PULL_WAIT = 20.0  # deadline of one long-polling pull; running out just means "nothing"
 _RESTORE_CONCURRENCY = 16
 _EMPTY_BODY = {"unifrost-body": "empty"}
-# Failures that say nothing about Pub/Sub but that it cannot be reached.
+# Failures meaning Pub/Sub could not be reached, as opposed to an answer refusing the call.
 _UNREACHABLE = (
     gexc.ServiceUnavailable,
     gexc.DeadlineExceeded,
@@ -288,7 +288,7 @@ class GcpPubSubBroker(Broker):
             if self._closing:
                 raise BrokerUnavailable("the Pub/Sub driver is closed") from exc
             self._trouble(f"Pub/Sub unreachable: {_text(exc)}")
-            raise BrokerUnavailable(f"{what} failed: Pub/Sub unreachable") from exc
+            raise BrokerUnavailable(f"{what} failed: Pub/Sub unreachable ({_text(exc)})") from exc
 
     # --- outages ----------------------------------------------------------------------------
 
