@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any
 
-_STARTED = re.compile(rb'"event": "server.started"')
+_STARTED = re.compile(rb'"event": ?"server.started"')
 
 
 def _cpu_seconds(pid: int) -> float:

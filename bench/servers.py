@@ -178,6 +178,9 @@ UNIFROST_ENV = {
 }
 
 
+_PROBLEM = re.compile(rb'"level": ?"(?:warning|error|critical)"')
+
+
 class _LogDrain(threading.Thread):
     """Reads unifrost's JSON log: the bound ports first, then warnings until exit."""
 
@@ -199,12 +202,12 @@ class _LogDrain(threading.Thread):
         fd = self.stream.fileno()
         tail = b""
         while chunk := os.read(fd, 1 << 16):
-            hits = chunk.count(b'"level": "warning"') + chunk.count(b'"level": "error"')
+            hits = len(_PROBLEM.findall(chunk))
             if hits:
                 self.warnings += hits
                 if len(self.samples) < 5:
                     for line in (tail + chunk).splitlines():
-                        if b'"level": "warning"' in line or b'"level": "error"' in line:
+                        if _PROBLEM.search(line):
                             self.samples.append(line.decode(errors="replace")[:300])
             tail = chunk[chunk.rfind(b"\n") + 1 :]
 

@@ -13,17 +13,45 @@ through :class:`structlog.stdlib.ProcessorFormatter` with the same renderer.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import threading
+import time
+from collections.abc import MutableMapping
 from typing import Any, TextIO
 
+import orjson
 import structlog
+
+
+def _utc_timestamp(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Any:
+    """``timestamp``: ISO 8601 UTC with microseconds (``2026-01-02T03:04:05.123456Z``)."""
+    now = time.time()
+    second = int(now)
+    if second != _second_text[0]:  # the date and time are formatted once per second
+        _second_text[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
+    event["timestamp"] = f"{_second_text[1]}.{int((now - second) * 1e6):06d}Z"
+    return event
+
+
+_second_text: list[Any] = [-1, ""]
+
+
+def _json_line(value: Any, **kw: Any) -> str:
+    """One compact JSON object; values orjson cannot encode fall back to ``json``."""
+    try:
+        return orjson.dumps(
+            value, default=kw.get("default"), option=orjson.OPT_NON_STR_KEYS
+        ).decode()
+    except TypeError:  # e.g. integers beyond 64 bits
+        return json.dumps(value, **kw)
+
 
 _SHARED_PROCESSORS: list[Any] = [
     structlog.contextvars.merge_contextvars,
     structlog.processors.add_log_level,
-    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    _utc_timestamp,
 ]
 
 
@@ -46,7 +74,7 @@ class _LineWriter:
 def configure_logging(fmt: str = "json", level: str = "info", stream: TextIO | None = None) -> None:
     """Send our events and the stdlib root logger's records through one renderer."""
     renderer: Any = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_json_line)
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )

@@ -351,6 +351,19 @@ def assert_json_error(response: Response, status: int, code: str | None = None) 
     return dict(error)
 
 
+def log_records(text: str) -> list[dict[str, Any]]:
+    """The JSON log lines of ``text`` (anything else skipped)."""
+    records = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            records.append(json.loads(line))
+    return records
+
+
+def logged_events(text: str) -> set[str]:
+    return {str(record.get("event")) for record in log_records(text)}
+
+
 @contextlib.contextmanager
 def captured_logs(fmt: str = "json", level: str = "info") -> Iterator[io.StringIO]:
     """Route the service's logging into a buffer for the duration of the block."""

@@ -33,6 +33,8 @@ from tests.support import (
     Running,
     SseClient,
     captured_logs,
+    log_records,
+    logged_events,
     metric,
     running_server,
     wait_for,
@@ -741,8 +743,8 @@ async def test_stream_survives_a_broker_outage(rabbit_user: User, native: Native
     output = logs.getvalue()
     assert rabbit_user.password not in output
     assert rabbit_user.password not in metrics_text
-    assert '"event": "broker.disconnected"' in output
-    assert '"reconnected": true' in output
+    assert "broker.disconnected" in logged_events(output)
+    assert any(r.get("reconnected") is True for r in log_records(output))
 
 
 async def test_stream_survives_a_broker_restart() -> None:
