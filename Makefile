@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint services browser bench bench-peers bench-brokers clean
+.PHONY: install run test lint docs services browser bench bench-peers bench-brokers clean
 
 $(STAMP): setup.cfg setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,9 +18,13 @@ install: $(STAMP)
 run: install
 	$(BIN)/unifrost serve --demo --listen 127.0.0.1:8080
 
-## Lint, type-check, start the brokers if needed, run the whole test suite.
+## Lint, type-check, build the docs, start the brokers if needed, run the whole test suite.
 test: install lint services browser
 	$(BIN)/python -m pytest
+
+## The documentation site (mkdocs-material) into site/; a broken link fails the build.
+docs: install
+	$(BIN)/mkdocs build --strict --quiet
 
 services:
 	scripts/ensure-services.sh
@@ -54,4 +58,4 @@ bench-brokers: install services
 	$(BIN)/python -m bench.brokers --broker kafka
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist site *.egg-info .pytest_cache .mypy_cache .ruff_cache
