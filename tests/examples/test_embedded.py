@@ -1,4 +1,4 @@
-"""The embedding API and the documented example app, over real HTTP."""
+"""The embedded example app, and the embedding API it is built on, over real HTTP."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from examples.embedded import make_app
+from examples.embedded.app import make_app
 from service.brokers.base import BrokerError
 from service.embed import ConsumerNotFound, Relay, consumer_ttl, new_stream_handler
 from tests.support import SseClient, http

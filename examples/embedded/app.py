@@ -1,6 +1,6 @@
 """A Tornado app that mounts the unifrost stream behind its own login.
 
-Run it with ``python -m examples.embedded`` and try::
+Run it with ``.venv/bin/python -m examples.embedded`` and try::
 
     curl -c jar -X POST 'http://127.0.0.1:8000/login?user=alice'
     ID=$(curl -b jar -s -X POST http://127.0.0.1:8000/my/consumer | jq -r .consumer_id)
@@ -93,7 +93,3 @@ async def main() -> None:
         await asyncio.Event().wait()
     finally:
         await relay.close()
-
-
-if __name__ == "__main__":
-    asyncio.run(main())
