@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from ipaddress import IPv4Network, IPv6Network
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import yaml
@@ -74,33 +75,116 @@ class Address(NamedTuple):
         return f"{self.host}:{self.port}"
 
 
+def _doc(text: str) -> dict[str, str]:
+    """Field metadata holding a key's description (rendered by ``service.reference``)."""
+    return {"doc": " ".join(text.split())}
+
+
 @dataclass(frozen=True)
 class BufferSettings:
-    max_messages: int = 1000
-    max_bytes: int = 1048576
+    """The replay buffer each consumer keeps, so a client that reconnects misses nothing."""
+
+    max_messages: int = field(
+        default=1000,
+        metadata=_doc(
+            """Messages each consumer keeps for replay. When a new message would pass this
+            bound the oldest one leaves the buffer; if no stream had been sent it yet, it is
+            lost (counted in `unifrost_messages_dropped_total{reason="buffer_full"}`) and a
+            client resuming from before it gets a `resume-gap` error frame."""
+        ),
+    )
+    max_bytes: int = field(
+        default=1048576,
+        metadata=_doc(
+            """Bytes of encoded frames each consumer keeps for replay; the oldest messages
+            leave first, as with `buffer.max_messages`. Whichever bound is reached first
+            applies. Frames are shared by reference between consumers, so this caps what
+            one consumer can pin in memory."""
+        ),
+    )
 
 
 @dataclass(frozen=True)
 class LimitSettings:
-    max_consumers: int | None = None
-    max_subscriptions_per_consumer: int = 100
+    """Bounds that protect the process from a runaway app backend."""
+
+    max_consumers: int | None = field(
+        default=None,
+        metadata=_doc(
+            """Most consumers one process keeps. Past it `POST /consumers` (and `GET /events`
+            creating a consumer with `auto_create_consumers`) answers 429 `limit-exceeded`.
+            Unset, empty or `0` means no limit."""
+        ),
+    )
+    max_subscriptions_per_consumer: int = field(
+        default=100,
+        metadata=_doc(
+            """Most topics one consumer may be subscribed to. Topics added past it are
+            refused one by one with the per-topic error `limit-exceeded`; the others are
+            subscribed."""
+        ),
+    )
 
 
 @dataclass(frozen=True)
 class ClientSubscriptionSettings:
-    enabled: bool = False
-    allow: tuple[str, ...] = ()
+    """Browsers changing their own subscriptions on the public listener (off by default)."""
+
+    enabled: bool = field(
+        default=False,
+        metadata=_doc(
+            """Serve `POST /subscriptions` on the public listener, where a browser holding a
+            consumer id adds and removes topics itself (`{"consumer_id", "add", "remove"}`).
+            Every added topic must match `client_subscriptions.allow`. Demo mode turns this
+            on for `demo/*` when it is not configured."""
+        ),
+    )
+    allow: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc(
+            """Glob patterns (`*`, `?`, `[...]`, case-sensitive, `*` also matches `/` and
+            `.`) of the topics clients may add through `POST /subscriptions`, or name in
+            `topics=` when `auto_create_consumers` creates a consumer. Any other topic is
+            refused with code `forbidden`. Empty allows nothing."""
+        ),
+    )
 
 
 @dataclass(frozen=True)
 class LogSettings:
-    format: str = "json"
-    level: str = "info"
+    """The log lines the server writes to stdout."""
+
+    format: str = field(
+        default="json",
+        metadata=_doc(
+            """`json`: one JSON object per line (`timestamp`, `level`, `event` and the
+            event's context), for log shippers. `console`: aligned human-readable lines.
+            When unset, `console` is used if stdout is a terminal and `json` otherwise."""
+        ),
+    )
+    level: str = field(
+        default="info",
+        metadata=_doc(
+            """Lowest level written, for our events and for library records alike:
+            `warning` keeps only trouble (broker errors, outages, drain timeouts), `debug`
+            also lets the libraries' debug records through."""
+        ),
+    )
 
 
 @dataclass(frozen=True)
 class RabbitMQSettings:
-    exchange: str = "amq.topic"
+    """Options of the RabbitMQ driver (`amqp://` and `amqps://` broker URLs)."""
+
+    exchange: str = field(
+        default="amq.topic",
+        metadata=_doc(
+            """Topic exchange that topics are routing keys on. Each process binds its own
+            exclusive queue to it once per subscribed topic, and `POST /publish` publishes
+            to it. `amq.topic` must exist (RabbitMQ creates it); any other name is declared
+            as a durable topic exchange."""
+        ),
+    )
 
 
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -111,15 +195,66 @@ KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 class KafkaSettings:
     """Client options for ``kafka://`` brokers, passed through to aiokafka."""
 
-    client_id: str = "unifrost"
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str = "PLAIN"
-    sasl_username: str | None = None
+    client_id: str = field(
+        default="unifrost",
+        metadata=_doc(
+            """Client id sent with every request to the Kafka brokers, as seen in their
+            logs, quotas and request metrics."""
+        ),
+    )
+    security_protocol: str = field(
+        default="PLAINTEXT",
+        metadata=_doc(
+            """How to talk to the brokers: `PLAINTEXT`, `SSL` (TLS), `SASL_PLAINTEXT` (SASL
+            authentication without TLS) or `SASL_SSL` (both). The SASL ones need
+            credentials; TLS files are only accepted with `SSL` and `SASL_SSL`."""
+        ),
+    )
+    sasl_mechanism: str = field(
+        default="PLAIN",
+        metadata=_doc(
+            """SASL mechanism with a `SASL_*` security protocol: `PLAIN`, `SCRAM-SHA-256` or
+            `SCRAM-SHA-512`."""
+        ),
+    )
+    sasl_username: str | None = field(
+        default=None,
+        metadata=_doc(
+            """SASL user name. When set, it and `kafka.sasl_password` win over credentials
+            in the broker URL (`kafka://user:password@host:9092`). Setting SASL credentials
+            without a `SASL_*` security protocol is refused at startup."""
+        ),
+    )
     # repr=False: settings may end up in a log line or a traceback.
-    sasl_password: str | None = field(default=None, repr=False)
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
+    sasl_password: str | None = field(
+        default=None,
+        repr=False,
+        metadata=_doc(
+            """SASL password, used with `kafka.sasl_username`. It never appears in logs or
+            error messages; prefer the environment variable to a file or a flag."""
+        ),
+    )
+    ssl_cafile: str | None = field(
+        default=None,
+        metadata=_doc(
+            """PEM file of the certificate authorities that sign the brokers' certificates.
+            Unset, the system's trusted CAs are used. The file must exist at startup."""
+        ),
+    )
+    ssl_certfile: str | None = field(
+        default=None,
+        metadata=_doc(
+            """PEM client certificate for brokers that require TLS client authentication
+            (it may also hold the private key)."""
+        ),
+    )
+    ssl_keyfile: str | None = field(
+        default=None,
+        metadata=_doc(
+            """PEM private key of `kafka.ssl_certfile`, when the certificate file does not
+            hold it. Needs `kafka.ssl_certfile`."""
+        ),
+    )
 
 
 _DEFAULT_LISTEN = Address("0.0.0.0", 8080)
@@ -132,31 +267,160 @@ def _default_trusted_proxies() -> tuple[IPv4Network | IPv6Network, ...]:
 
 @dataclass(frozen=True)
 class Settings:
-    broker: str = "memory://"
-    listen: Address = _DEFAULT_LISTEN
-    admin_listen: Address = _DEFAULT_ADMIN_LISTEN
-    admin_token: str | None = None
-    consumer_ttl: float = 60.0
-    heartbeat: float = 15.0
-    retry: float = 3.0
-    event_name: str = "message"
-    buffer: BufferSettings = field(default_factory=BufferSettings)
-    max_write_buffer: int = 1048576
-    max_message_bytes: int = 1048576
-    limits: LimitSettings = field(default_factory=LimitSettings)
-    auto_create_consumers: bool = False
+    """Every configuration key; nested dataclasses are the dotted sections."""
+
+    broker: str = field(
+        default="memory://",
+        metadata=_doc(
+            """URL of the broker messages come from and `POST /publish` goes to; its scheme
+            picks the driver: `memory://` (in-process), `kafka://`, `amqp://`/`amqps://`
+            (RabbitMQ), `nats://`/`tls://`, `redis://`/`rediss://`, `mqtt://`/`mqtts://`,
+            `sqs://` or `gcppubsub://`. Driver options go in the URL's query string.
+            Credentials in the URL never appear in logs, metrics or error frames. An
+            unreachable broker at startup makes `unifrost serve` exit 1."""
+        ),
+    )
+    listen: Address = field(
+        default=_DEFAULT_LISTEN,
+        metadata=_doc(
+            """Public listener: `GET /events`, the browser client `/unifrost.js`,
+            `/healthz`, `/readyz`, `POST /subscriptions` when client subscriptions are on,
+            and the demo page in demo mode."""
+        ),
+    )
+    admin_listen: Address = field(
+        default=_DEFAULT_ADMIN_LISTEN,
+        metadata=_doc(
+            """Admin listener: the control API (`/consumers`, `/publish`), `/metrics`,
+            `/healthz` and `/readyz`. Keep it private: it can create and delete consumers
+            and publish. The server refuses to start with a non-loopback address and no
+            `admin_token`."""
+        ),
+    )
+    admin_token: str | None = field(
+        default=None,
+        metadata=_doc(
+            """Bearer token for the admin listener. When set, every admin route except
+            `/healthz` and `/readyz` needs `Authorization: Bearer <token>` and answers 401
+            JSON without it. Empty means no token."""
+        ),
+    )
+    consumer_ttl: float = field(
+        default=60.0,
+        metadata=_doc(
+            """How long a consumer without an open stream is kept: it is evicted this long
+            after it was created or after its last stream closed, whichever is later. A
+            client reconnecting within it finds its subscriptions and the messages that
+            arrived meanwhile."""
+        ),
+    )
+    heartbeat: float = field(
+        default=15.0,
+        metadata=_doc(
+            """Longest silence on a stream: after this long without a frame the server
+            writes a `:` comment, so proxies keep the connection open and a dead client is
+            found. Keep it below the read timeout of any proxy in front."""
+        ),
+    )
+    retry: float = field(
+        default=3.0,
+        metadata=_doc(
+            """Reconnection delay sent to clients in the stream's first `retry:` line,
+            which browsers wait before reconnecting a dropped stream. On shutdown each stream
+            gets a random delay between `retry` and twice `retry`, to spread the reconnects."""
+        ),
+    )
+    event_name: str = field(
+        default="message",
+        metadata=_doc(
+            """SSE event type of topic frames: `message` (every frame is `event: message`,
+            as in the Go unifrost) or `topic` (`event: <topic>`, so a page can
+            `addEventListener` per topic). Info, error and closed frames stay `message`."""
+        ),
+    )
+    buffer: BufferSettings = field(
+        default_factory=BufferSettings,
+        metadata=_doc("The replay buffer each consumer keeps for reconnecting clients."),
+    )
+    max_write_buffer: int = field(
+        default=1048576,
+        metadata=_doc(
+            """Unsent bytes after which a stream counts as a slow reader and is closed at
+            once (`unifrost_slow_consumer_disconnects_total`). The consumer stays and the
+            client resumes from its buffer when it reconnects; nobody else waits for it.
+            The replay sent when a stream opens does not count toward it."""
+        ),
+    )
+    max_message_bytes: int = field(
+        default=1048576,
+        metadata=_doc(
+            """Largest `POST /publish` body; a larger one is answered 413. The Kafka driver
+            also sizes its producer requests from it."""
+        ),
+    )
+    limits: LimitSettings = field(
+        default_factory=LimitSettings,
+        metadata=_doc("Bounds on consumers and subscriptions."),
+    )
+    auto_create_consumers: bool = field(
+        default=False,
+        metadata=_doc(
+            """Let `GET /events` without an `id` create a consumer for the client, which
+            learns its id from the info frame. `topics=a,b` subscribes it to those topics,
+            each checked against `client_subscriptions.allow` (403 otherwise)."""
+        ),
+    )
     client_subscriptions: ClientSubscriptionSettings = field(
-        default_factory=ClientSubscriptionSettings
+        default_factory=ClientSubscriptionSettings,
+        metadata=_doc("Whether and to what browsers may subscribe on their own."),
     )
-    cors_origins: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc(
+            """Origins (`https://app.example.com`, exact match) whose pages may read
+            streams and post client subscriptions across origins; they get
+            `Access-Control-Allow-Origin` with credentials allowed. Empty: same origin
+            only."""
+        ),
+    )
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = field(
-        default_factory=_default_trusted_proxies
+        default_factory=_default_trusted_proxies,
+        metadata=_doc(
+            """Reverse proxies whose `X-Forwarded-For` or `X-Real-IP` headers are believed
+            when logging a client's address (`remote_ip` in `stream.opened` and
+            `http.request`). From the right of `X-Forwarded-For`, the first address that
+            is not a trusted proxy is the client. Addresses or CIDR networks."""
+        ),
     )
-    demo: bool = False
-    log: LogSettings = field(default_factory=LogSettings)
-    drain_timeout: float = 10.0
-    rabbitmq: RabbitMQSettings = field(default_factory=RabbitMQSettings)
-    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    demo: bool = field(
+        default=False,
+        metadata=_doc(
+            """Demo mode: a demo page at `/` on the public listener, `POST
+            /demo/consumers` for it, and a publisher sending to a few `demo/*` topics every
+            second. It also turns on client subscriptions for `demo/*` unless
+            `client_subscriptions` is configured. Not for production."""
+        ),
+    )
+    log: LogSettings = field(
+        default_factory=LogSettings,
+        metadata=_doc("Log format and level."),
+    )
+    drain_timeout: float = field(
+        default=10.0,
+        metadata=_doc(
+            """Longest graceful shutdown after SIGTERM or SIGINT: how long open connections
+            get to take their goodbye frames before they are cut. Give your process manager
+            a stop timeout above it."""
+        ),
+    )
+    rabbitmq: RabbitMQSettings = field(
+        default_factory=RabbitMQSettings,
+        metadata=_doc("Options of the RabbitMQ driver."),
+    )
+    kafka: KafkaSettings = field(
+        default_factory=KafkaSettings,
+        metadata=_doc("Options of the Kafka driver."),
+    )
 
 
 # --- public value parsers -------------------------------------------------
@@ -216,6 +480,7 @@ def _size_or_none(value: object) -> int | None:
 
 
 def _parse_int(value: object) -> int:
+    """An integer."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str) and _INT_RE.fullmatch(value.strip()):
@@ -224,6 +489,7 @@ def _parse_int(value: object) -> int:
 
 
 def _parse_bool(value: object) -> bool:
+    """A boolean: ``true``/``false``, ``yes``/``no``, ``on``/``off`` or ``1``/``0``."""
     if isinstance(value, bool):
         return value
     # YAML "1"/"0" arrive as ints; accept them so files and env agree.
@@ -239,6 +505,7 @@ def _parse_bool(value: object) -> bool:
 
 
 def _parse_str(value: object) -> str:
+    """A string."""
     # Numbers are refused rather than converted: YAML would already have
     # mangled values like 0123 (octal) or 1e3 before we could see them.
     if isinstance(value, str):
@@ -247,6 +514,7 @@ def _parse_str(value: object) -> str:
 
 
 def _parse_str_list(value: object) -> tuple[str, ...]:
+    """A list of strings; in the environment, comma-separated."""
     if isinstance(value, str):
         return tuple(item.strip() for item in value.split(",") if item.strip())
     if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
@@ -255,6 +523,7 @@ def _parse_str_list(value: object) -> tuple[str, ...]:
 
 
 def _parse_address(value: object) -> Address:
+    """An address ``host:port`` (IPv6: ``[::1]:port``); port ``0`` picks a free one."""
     text = _parse_str(value).strip()
     if text.startswith("["):
         host, sep, port = text[1:].partition("]:")
@@ -279,6 +548,7 @@ def _is_ipv6(host: str) -> bool:
 
 
 def _parse_networks(value: object) -> tuple[IPv4Network | IPv6Network, ...]:
+    """A list of IP addresses or CIDR networks; from the environment, comma-separated."""
     networks: list[IPv4Network | IPv6Network] = []
     bad: list[str] = []
     for item in _parse_str_list(value):
@@ -295,6 +565,7 @@ def _parse_networks(value: object) -> tuple[IPv4Network | IPv6Network, ...]:
 
 
 def _broker(value: object) -> str:
+    """A broker URL ``scheme://...``."""
     url = _parse_str(value)
     if "://" not in url:
         raise ValueError(f"invalid broker URL {url!r} (expected scheme://..., e.g. memory://)")
@@ -302,12 +573,14 @@ def _broker(value: object) -> str:
 
 
 def _optional_secret(value: object) -> str | None:
+    """A string; empty means none."""
     if value is None:
         return None
     return _parse_str(value) or None
 
 
 def _positive_duration(value: object) -> float:
+    """A duration above zero: ``500ms``, ``15s``, ``2m``, ``1h`` or a number of seconds."""
     seconds = parse_duration(value)
     if seconds <= 0:
         raise ValueError(f"must be greater than 0, got {value!r}")
@@ -315,6 +588,7 @@ def _positive_duration(value: object) -> float:
 
 
 def _positive_size(value: object) -> int:
+    """A size of at least one byte: ``64KiB``, ``1MiB``, ``1GiB``, ``1MB`` or bytes."""
     nbytes = parse_size(value)
     if nbytes < 1:
         raise ValueError(f"must be at least 1 byte, got {value!r}")
@@ -322,6 +596,7 @@ def _positive_size(value: object) -> int:
 
 
 def _positive_int(value: object) -> int:
+    """An integer of at least 1."""
     number = _parse_int(value)
     if number < 1:
         raise ValueError(f"must be at least 1, got {value!r}")
@@ -329,6 +604,7 @@ def _positive_int(value: object) -> int:
 
 
 def _optional_limit(value: object) -> int | None:
+    """An integer of at least 1; ``0`` or empty means no limit."""
     # None, 0 and "" all read naturally as "no limit" from YAML, env and flags.
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
@@ -339,6 +615,7 @@ def _optional_limit(value: object) -> int | None:
 
 
 def _non_empty_str(value: object) -> str:
+    """A non-empty string."""
     text = _parse_str(value)
     if not text.strip():
         raise ValueError("must not be empty")
@@ -352,7 +629,12 @@ def _choice(*allowed: str) -> Callable[[object], str]:
             raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
         return word
 
+    parse.__doc__ = f"One of {_listed(allowed)} (case-insensitive)."
     return parse
+
+
+def _listed(words: Iterable[str]) -> str:
+    return ", ".join(f"``{word}``" for word in words)
 
 
 def _upper_choice(*allowed: str) -> Callable[[object], str]:
@@ -363,16 +645,19 @@ def _upper_choice(*allowed: str) -> Callable[[object], str]:
             raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
         return word
 
+    parse.__doc__ = f"One of {_listed(allowed)} (case-insensitive)."
     return parse
 
 
 def _optional_str(value: object) -> str | None:
+    """A string; empty means none."""
     if value is None:
         return None
     return _parse_str(value).strip() or None
 
 
 def _optional_password(value: object) -> str | None:
+    """A string (a secret: never shown in messages); empty means none."""
     # Like _optional_secret, but a wrong type never echoes the value into the error.
     if value is not None and not isinstance(value, str):
         raise ValueError(f"expected a string (got a value of type {type(value).__name__})")
@@ -380,6 +665,7 @@ def _optional_password(value: object) -> str | None:
 
 
 def _optional_file(value: object) -> str | None:
+    """The path of an existing file."""
     path = _optional_str(value)
     if path is not None and not os.path.isfile(path):
         raise ValueError(f"no such file {path!r}")
@@ -422,6 +708,11 @@ _PARSERS: dict[str, Callable[[object], object]] = {
     "kafka.ssl_keyfile": _optional_file,
 }
 _SECTIONS = frozenset(key.split(".")[0] for key in _PARSERS if "." in key)
+
+
+def key_parsers() -> Mapping[str, Callable[[object], object]]:
+    """Every key by dotted name, with its parser; a parser's docstring says what it accepts."""
+    return MappingProxyType(_PARSERS)
 
 
 # --- raw value sources ----------------------------------------------------

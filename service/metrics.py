@@ -25,6 +25,75 @@ DROP_REASONS = ("buffer_full", "broker")
 # `*_created` series double the exposition and nobody alerts on them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
+# What each metric means beyond its one-line help, by the name given to its
+# constructor; rendered on the metrics reference page (service/reference.py).
+DETAILS: dict[str, str] = {
+    "unifrost_connections": """Streams (`GET /events` connections) open on this process now.
+        Consumers without a stream are not counted: they wait for their client to come
+        back within `consumer_ttl`.""",
+    "unifrost_connections_opened": """Streams opened since the process started. Its rate next to
+        that of `unifrost_consumers_created_total` shows how often clients reconnect; many
+        reconnects often mean a proxy that cuts idle connections sooner than `heartbeat`.""",
+    "unifrost_connections_closed": """Streams closed since the process started. `reason`:
+        `client` (the client went away: page closed, network cut, proxy timeout),
+        `replaced` (a newer stream of the same consumer took over), `consumer_closed`
+        (the consumer was deleted), `slow_reader` (unsent bytes passed
+        `max_write_buffer`), `shutdown` (the server drained), `error` (an internal
+        failure; no code path ends a stream this way today, so it stays 0).""",
+    "unifrost_stream_duration_seconds": """How long each stream stayed open, observed when it
+        closes. Many short streams closed by `client` point at a proxy or load balancer
+        cutting long-lived connections.""",
+    "unifrost_consumers": """Consumers this process holds, with or without an open stream;
+        bounded by `limits.max_consumers`.""",
+    "unifrost_consumers_created": """Consumers created: by `POST /consumers`, by `GET /events`
+        with `auto_create_consumers`, by the demo page or by an embedding application.""",
+    "unifrost_consumers_evicted": """Consumers removed. `reason`: `ttl` (no stream for
+        `consumer_ttl`), `deleted` (`DELETE /consumers/{id}`, or closed by an embedding
+        application).""",
+    "unifrost_subscriptions": """Consumer-topic pairs: a consumer subscribed to three topics
+        counts three. Bounded per consumer by `limits.max_subscriptions_per_consumer`.""",
+    "unifrost_broker_subscriptions": """Topics this process holds a broker subscription for:
+        one per topic however many consumers share it, released when the last one
+        leaves.""",
+    "unifrost_messages_received": """Messages the broker driver handed over, counted once each
+        before fan-out, even when no consumer of the topic is left to receive them.""",
+    "unifrost_messages_delivered": """Topic message frames written to open streams: a message
+        read by N streams counts N. Frames sent from the buffer when a stream opens are
+        counted in `unifrost_messages_replayed_total` instead.""",
+    "unifrost_delivered_bytes": """Bytes of the frames counted by
+        `unifrost_messages_delivered_total`, `id:` line included; SSE framing overhead is
+        part of it, HTTP and TLS overhead is not.""",
+    "unifrost_messages_replayed": """Buffered frames sent when a stream opens: messages the
+        consumer received while it had no stream, or after the `Last-Event-ID` the client
+        resumed from.""",
+    "unifrost_messages_dropped": """Messages that never reached a stream. `reason`:
+        `buffer_full` (pushed out of a consumer's buffer by `buffer.max_messages` or
+        `buffer.max_bytes` before any stream got it, counted per consumer), `broker` (lost
+        by the broker client library, e.g. a NATS slow-consumer limit; the topic's streams
+        get a `messages-dropped` error frame).""",
+    "unifrost_slow_consumer_disconnects": """Streams closed because their client did not read
+        fast enough; also counted as `unifrost_connections_closed_total{reason="slow_reader"}`.
+        The consumer stays and resumes from its buffer when the client reconnects.""",
+    "unifrost_delivery_latency_seconds": """Time from a broker message's arrival to the last
+        socket write of its fan-out, observed once per message that reached at least one
+        stream. It grows with the number of streams per topic and with CPU saturation;
+        it does not include the broker's own latency.""",
+    "unifrost_broker_up": """1 while the broker connection is up, 0 during an outage (then
+        `/readyz` answers 503, `POST /publish` answers 503 and open streams got a
+        `broker-unavailable` error frame).""",
+    "unifrost_broker_errors": """Broker errors: subscriptions the broker refused or killed,
+        failed reconnect attempts and other driver errors; each is also logged as
+        `broker.error`.""",
+    "unifrost_broker_reconnects": """Recoveries from a broker outage: the connection came back
+        and every subscription was restored (streams got `broker-recovered`).""",
+    "unifrost_http_requests": """HTTP requests answered, by route (`handler`) and status
+        (`code`). A stream counts once, with code 200, when it opens.""",
+    "unifrost_http_request_duration_seconds": """Time to answer each HTTP request, by route;
+        streams are not observed (see `unifrost_stream_duration_seconds`).""",
+    "unifrost_build": """Always 1; the `version` label carries the running version, e.g.
+        to follow a rolling upgrade.""",
+}
+
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 _DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 
