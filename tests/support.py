@@ -18,12 +18,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
-import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.brokers.base import Broker
 from service.config import Address, Settings
-from service.log import configure_logging
+from service.log import configure_logging, log_output, set_log_output
 from service.metrics import Metrics
 from service.server import Server
 
@@ -369,7 +368,7 @@ def captured_logs(fmt: str = "json", level: str = "info") -> Iterator[io.StringI
     """Route the service's logging into a buffer for the duration of the block."""
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
-    saved_structlog = structlog.get_config()
+    saved_output = log_output()
     buffer = io.StringIO()
     configure_logging(fmt, level, stream=buffer)
     try:
@@ -377,4 +376,4 @@ def captured_logs(fmt: str = "json", level: str = "info") -> Iterator[io.StringI
     finally:
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
-        structlog.configure(**saved_structlog)
+        set_log_output(saved_output)
