@@ -66,6 +66,7 @@ class ConsumerManager:
         self.policy = policy
         self._consumers: dict[str, Consumer] = {}
         self._connected: dict[str, Consumer] = {}
+        self._new: list[Consumer] = []  # created this IOLoop step, TTL not armed yet
         hub.status_audience = lambda: self._connected.values()
         #: Coalesces each IOLoop iteration's writes into one send per stream.
         self.batcher = WriteBatcher()
@@ -116,7 +117,7 @@ class ConsumerManager:
         self._consumers[consumer_id] = consumer
         self.metrics.consumers_created.inc()
         self.metrics.consumers.set(len(self._consumers))
-        self._arm_ttl(consumer)
+        self._arm_ttl_unless_attached(consumer)
         log.info("consumer.created", consumer_id=consumer_id)
         errors = await self.update(consumer, add=topics) if topics else []
         return consumer, errors
@@ -188,6 +189,20 @@ class ConsumerManager:
         log.info("consumer.evicted", consumer_id=consumer.id, reason=reason)
 
     # --- TTL ------------------------------------------------------------------------
+
+    def _arm_ttl_unless_attached(self, consumer: Consumer) -> None:
+        # A stream that creates its own consumer (GET /events?topics=) attaches in
+        # the same IOLoop step: arming a timer only to cancel it at once would be
+        # a good part of the cost of opening such a stream.
+        if not self._new:
+            IOLoop.current().add_callback(self._arm_new)
+        self._new.append(consumer)
+
+    def _arm_new(self) -> None:
+        new, self._new = self._new, []
+        for consumer in new:
+            if consumer.stream is None and not consumer.closed and consumer.ttl_timer is None:
+                self._arm_ttl(consumer)
 
     def _arm_ttl(self, consumer: Consumer) -> None:
         self._disarm_ttl(consumer)
