@@ -231,7 +231,7 @@ class KafkaSettings:
         repr=False,
         metadata=_doc(
             """SASL password, used with `kafka.sasl_username`. It never appears in logs or
-            error messages; prefer the environment variable to a file or a flag."""
+            error messages; prefer the environment variable to the config file."""
         ),
     )
     ssl_cafile: str | None = field(
@@ -340,7 +340,10 @@ class Settings:
     )
     buffer: BufferSettings = field(
         default_factory=BufferSettings,
-        metadata=_doc("The replay buffer each consumer keeps for reconnecting clients."),
+        metadata=_doc(
+            """The replay buffer each consumer keeps, so a client that reconnects within
+            `consumer_ttl` first gets what it missed; both bounds apply."""
+        ),
     )
     max_write_buffer: int = field(
         default=1048576,
@@ -360,7 +363,10 @@ class Settings:
     )
     limits: LimitSettings = field(
         default_factory=LimitSettings,
-        metadata=_doc("Bounds on consumers and subscriptions."),
+        metadata=_doc(
+            """Bounds on consumers and subscriptions, protecting the process from a runaway
+            app backend."""
+        ),
     )
     auto_create_consumers: bool = field(
         default=False,
@@ -372,7 +378,10 @@ class Settings:
     )
     client_subscriptions: ClientSubscriptionSettings = field(
         default_factory=ClientSubscriptionSettings,
-        metadata=_doc("Whether and to what browsers may subscribe on their own."),
+        metadata=_doc(
+            """Whether browsers may change their consumer's subscriptions themselves, and to
+            which topics (off by default: only the app backend, through the control API)."""
+        ),
     )
     cors_origins: tuple[str, ...] = field(
         default=(),
@@ -403,7 +412,10 @@ class Settings:
     )
     log: LogSettings = field(
         default_factory=LogSettings,
-        metadata=_doc("Log format and level."),
+        metadata=_doc(
+            """Format and level of the log lines written to stdout; Tornado's and the client
+            libraries' records go through the same renderer."""
+        ),
     )
     drain_timeout: float = field(
         default=10.0,
@@ -415,11 +427,18 @@ class Settings:
     )
     rabbitmq: RabbitMQSettings = field(
         default_factory=RabbitMQSettings,
-        metadata=_doc("Options of the RabbitMQ driver."),
+        metadata=_doc(
+            """Options of the RabbitMQ driver (`amqp://`, `amqps://`). Connection options
+            such as `heartbeat` go in the broker URL's query string."""
+        ),
     )
     kafka: KafkaSettings = field(
         default_factory=KafkaSettings,
-        metadata=_doc("Options of the Kafka driver."),
+        metadata=_doc(
+            """Options of the Kafka driver (`kafka://`), passed to aiokafka. The bootstrap
+            servers come from the broker URL; these keys set the client id, the security
+            protocol, SASL credentials and TLS files."""
+        ),
     )
 
 
