@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 INFO_TOPIC = "/unifrost/info"
 ERROR_TOPIC = "/unifrost/error"
 CLOSED_TOPIC = "/unifrost/closed"
@@ -30,9 +32,13 @@ CLOSED_SHUTDOWN = "server shutting down"
 
 
 def _dumps(value: Any) -> str:
-    # ensure_ascii=False keeps non-ASCII payloads compact; JSON still escapes
-    # every control character, so a payload can never break an SSE line.
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    # Compact, non-ASCII kept as is (as json.dumps(ensure_ascii=False, separators=
+    # (",", ":")) writes it); every control character is escaped, so a payload can
+    # never break an SSE line.
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # lone surrogates (from a JSON body's "\ud800"), huge integers
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def message_frame(event: str, topic: str, payload: str) -> bytes:

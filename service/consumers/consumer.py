@@ -39,8 +39,11 @@ def topic_problem(value: object) -> str | None:
         return "topic must be a string"
     if not 1 <= len(value) <= MAX_TOPIC_LENGTH:
         return f"topic must be 1-{MAX_TOPIC_LENGTH} characters"
-    if any(unicodedata.category(ch) == "Cc" for ch in value):
+    categories = {unicodedata.category(ch) for ch in value}
+    if "Cc" in categories:
         return "topic must not contain control characters"
+    if "Cs" in categories:  # a JSON body may spell one ("\ud800"); UTF-8 cannot carry it
+        return "topic must not contain lone surrogates"
     return None
 
 
