@@ -86,9 +86,10 @@ def make_app(relay: Relay, cookie_secret: str = "change-me") -> web.Application:
     )
 
 
-async def main() -> None:
+async def main(port: int = 8000) -> None:
     relay = await new_stream_handler("memory://", consumer_ttl(30))
-    make_app(relay).listen(8000, "127.0.0.1")
+    make_app(relay).listen(port, "127.0.0.1")
+    print(f"embedded example listening on 127.0.0.1:{port}", flush=True)
     try:
         await asyncio.Event().wait()
     finally:

@@ -12,12 +12,15 @@ from tornado.netutil import bind_sockets
 from examples.embedded.app import make_app
 from service.brokers.base import BrokerError
 from service.embed import ConsumerNotFound, Relay, consumer_ttl, new_stream_handler
+from tests.brokers.local_server import free_port
+from tests.examples.runner import assert_clean_exit, example_process
 from tests.support import SseClient, http
 
 
 @dataclass
 class ExampleApp:
-    relay: Relay
+    """The example app at ``address``, spoken to over HTTP as its README does."""
+
     address: tuple[str, int]
 
     async def login(self, user: str) -> str:
@@ -35,20 +38,27 @@ class ExampleApp:
         return await SseClient(self.address).connect(consumer_id, headers=headers)
 
 
+@dataclass
+class InProcessApp(ExampleApp):
+    """The example app served by the test's own event loop, with its relay."""
+
+    relay: Relay
+
+
 @pytest.fixture
-async def example() -> AsyncIterator[ExampleApp]:
+async def example() -> AsyncIterator[InProcessApp]:
     relay = await new_stream_handler("memory://", consumer_ttl(5))
     server = HTTPServer(make_app(relay, cookie_secret="test-secret"))
     sockets = bind_sockets(0, "127.0.0.1")
     server.add_sockets(sockets)
     try:
-        yield ExampleApp(relay, ("127.0.0.1", sockets[0].getsockname()[1]))
+        yield InProcessApp(("127.0.0.1", sockets[0].getsockname()[1]), relay)
     finally:
         server.stop()
         await relay.close()
 
 
-async def test_owner_streams_own_notifications(example: ExampleApp) -> None:
+async def test_owner_streams_own_notifications(example: InProcessApp) -> None:
     cookie = await example.login("alice")
     consumer_id = await example.my_consumer(cookie)
     client = await example.stream(consumer_id, cookie)
@@ -62,7 +72,7 @@ async def test_owner_streams_own_notifications(example: ExampleApp) -> None:
     client.close()
 
 
-async def test_stream_refuses_anonymous_and_other_users(example: ExampleApp) -> None:
+async def test_stream_refuses_anonymous_and_other_users(example: InProcessApp) -> None:
     alice = await example.login("alice")
     bob = await example.login("bob")
     consumer_id = await example.my_consumer(alice)
@@ -74,7 +84,7 @@ async def test_stream_refuses_anonymous_and_other_users(example: ExampleApp) -> 
     assert intruder.error_json()["error"]["code"] == "forbidden"
 
 
-async def test_relay_mirrors_go_api(example: ExampleApp) -> None:
+async def test_relay_mirrors_go_api(example: InProcessApp) -> None:
     relay = example.relay
     consumer_id = await relay.new_custom_consumer("tab-1")
     assert consumer_id == "tab-1"
@@ -94,7 +104,7 @@ async def test_relay_mirrors_go_api(example: ExampleApp) -> None:
     assert len(generated) >= 22 and generated != consumer_id
 
 
-async def test_close_consumer_ends_its_stream(example: ExampleApp) -> None:
+async def test_close_consumer_ends_its_stream(example: InProcessApp) -> None:
     cookie = await example.login("carol")
     consumer_id = await example.my_consumer(cookie)
     client = await example.stream(consumer_id, cookie)
@@ -112,7 +122,7 @@ async def test_relay_close_says_goodbye() -> None:
     server = HTTPServer(make_app(relay, cookie_secret="s"))
     sockets = bind_sockets(0, "127.0.0.1")
     server.add_sockets(sockets)
-    app = ExampleApp(relay, ("127.0.0.1", sockets[0].getsockname()[1]))
+    app = InProcessApp(("127.0.0.1", sockets[0].getsockname()[1]), relay)
     cookie = await app.login("dave")
     client = await app.stream(await app.my_consumer(cookie), cookie)
     await client.opening()
@@ -123,3 +133,21 @@ async def test_relay_close_says_goodbye() -> None:
     assert closed.decoded == ["/unifrost/closed", "server shutting down"]
     assert await client.at_eof()
     server.stop()
+
+
+async def test_python_m_examples_embedded_runs_the_readme_steps() -> None:
+    port = free_port()
+    ready = "embedded example listening"
+    async with example_process("examples.embedded", "--port", str(port), ready=ready) as process:
+        app = ExampleApp(("127.0.0.1", port))
+        cookie = await app.login("alice")
+        consumer_id = await app.my_consumer(cookie)
+        client = await app.stream(consumer_id, cookie)
+        await client.opening()
+        response = await http(app.address, "POST", "/notify?user=alice", b"hello alice")
+        assert response.status == 202
+        frame = await client.data_frame()
+        assert (frame.id, frame.decoded) == ("1", ["user.alice", "hello alice"])
+        assert (await app.stream(consumer_id, None)).status == 401
+        await assert_clean_exit(process)
+        assert (await client.data_frame()).decoded == ["/unifrost/closed", "server shutting down"]
