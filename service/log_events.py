@@ -141,17 +141,7 @@ EVENTS: tuple[LogEvent, ...] = (
         ("info",),
         "The broker connection is up: at startup, or after an outage once every "
         "subscription was restored.",
-        {"broker": _BROKER},
-        {
-            "reconnected": "`true` when this ends an outage.",
-            "client_id": "MQTT: the client id this instance connected with.",
-        },
-    ),
-    LogEvent(
-        "broker.reconnected",
-        ("info",),
-        "MQTT: the connection is back and every topic filter subscribed again.",
-        {"broker": _BROKER},
+        {"broker": _BROKER, "reconnected": "`true` when this ends an outage."},
     ),
     LogEvent(
         "broker.disconnected",

@@ -181,7 +181,6 @@ class GcpPubSubBroker(Broker):
             raise
         self._healthy.set()
         self._mark_up()
-        log.info("broker.connected", broker=self.describe())
 
     async def _open_clients(self) -> None:
         """One gRPC channel for both clients; reconnects inside it stay below our backoff cap."""
@@ -314,17 +313,13 @@ class GcpPubSubBroker(Broker):
                 break
             except BrokerUnavailable as exc:
                 if self._up:
-                    log.warning("broker.disconnected", broker=self.describe(), reason=reason)
                     self._mark_down(reason)
                 else:
                     self._report_error(f"reconnecting to {self.describe()} failed: {exc}")
         if self._closing:
             return
-        recovered = not self._up
         self._mark_up()
         self._healthy.set()
-        if recovered:
-            log.info("broker.connected", broker=self.describe())
         for path in list(self._orphans):
             self._orphans.discard(path)
             asyncio.get_running_loop().create_task(self._delete(path))

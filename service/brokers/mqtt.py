@@ -195,7 +195,6 @@ class MqttBroker(Broker):
         client = await self._open()
         self._client = client
         self._mark_up()
-        log.info("broker.connected", broker=self.describe(), client_id=self.client_id)
         self._task = asyncio.get_running_loop().create_task(self._run(client))
 
     async def _open(self) -> aiomqtt.Client:
@@ -234,8 +233,7 @@ class MqttBroker(Broker):
                 reason = "message stream ended"
             if self._closing:
                 return
-            self._mark_down("connection to the MQTT broker lost; reconnecting")
-            log.warning("broker.disconnected", broker=self.describe(), reason=reason)
+            self._mark_down(f"connection to the MQTT broker lost ({reason}); reconnecting")
             await self._discard(client)
             client = await self._reconnect()
 
@@ -256,7 +254,6 @@ class MqttBroker(Broker):
                 continue
             self._backoff.reset()
             self._mark_up()
-            log.info("broker.reconnected", broker=self.describe())
             return client
 
     async def _resubscribe(self, client: aiomqtt.Client) -> None:

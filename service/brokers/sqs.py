@@ -222,7 +222,6 @@ class SqsBroker(Broker):
             await self.close()
             raise BrokerUnavailable(f"cannot connect to {self.describe()}: {_text(exc)}") from exc
         self._mark_up()
-        log.info("broker.connected", broker=self.describe())
 
     async def close(self) -> None:
         self._closing = True
@@ -271,8 +270,6 @@ class SqsBroker(Broker):
         return result
 
     def _lost(self, reason: str) -> None:
-        if self._up:
-            log.warning("broker.disconnected", broker=self.describe(), reason=reason)
         self._mark_down(reason)
         if not self._closing and (self._probe is None or self._probe.done()):
             self._probe = asyncio.get_running_loop().create_task(self._probe_until_up())
@@ -283,8 +280,6 @@ class SqsBroker(Broker):
             await asyncio.sleep(backoff.next_delay())
             with contextlib.suppress(BrokerError, ClientError):
                 await self._call("probe", "list_queues", MaxResults=1)
-        if self._up:
-            log.info("broker.connected", broker=self.describe())
 
     # --- subscribe and publish ------------------------------------------------------------
 
