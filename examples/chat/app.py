@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ class RoomHandler(web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         message = exc.log_message if isinstance(exc, web.HTTPError) else None
-        self.finish({"error": message or self._reason})
+        self.finish({"error": message or HTTPStatus(status_code).phrase})
 
 
 class JoinHandler(RoomHandler):
