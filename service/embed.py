@@ -18,7 +18,7 @@ Go (unifrost)                  Python (``service.embed``)
 
 To put the stream behind your own authentication, subclass
 :class:`StreamHandler`, check the user in ``prepare`` (call ``super().prepare()``
-first), and pass the subclass to :meth:`Relay.route`. See ``examples/embedded.py``.
+first), and pass the subclass to :meth:`Relay.route`. See ``examples/embedded/``.
 """
 
 from __future__ import annotations
