@@ -21,7 +21,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser("serve", help="run the server")
     serve.add_argument("--config", metavar="FILE", help="YAML configuration file")
-    serve.add_argument("--broker", help="broker URL (memory://, kafka://, amqp://, nats://)")
+    serve.add_argument(
+        "--broker",
+        help=(
+            "broker URL (memory://, kafka://, amqp://, nats://, redis://, mqtt://, sqs://, "
+            "gcppubsub://)"
+        ),
+    )
     serve.add_argument("--listen", metavar="HOST:PORT", help="public listener")
     serve.add_argument("--admin-listen", metavar="HOST:PORT", help="admin listener")
     serve.add_argument("--admin-token", metavar="TOKEN", help="bearer token for the admin API")

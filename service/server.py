@@ -120,14 +120,21 @@ class Server:
         if self._demo:
             self._demo.cancel()
         ctx.manager.close_streams(settings.retry)
+        # The whole drain fits in drain_timeout: streams get it less a share kept
+        # for closing the broker (a driver blocked in a long poll must not hold
+        # the exit past it).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.drain_timeout
+        broker_share = min(BROKER_CLOSE_TIMEOUT, settings.drain_timeout / 4)
         try:
-            await asyncio.wait_for(self._close_connections(), timeout=settings.drain_timeout)
+            await asyncio.wait_for(
+                self._close_connections(), timeout=settings.drain_timeout - broker_share
+            )
         except TimeoutError:
             log.warning("server.drain_timeout", timeout_s=settings.drain_timeout)
         await ctx.manager.close()
         try:
-            # A driver blocked in a long poll must not hold the exit past the drain.
-            await asyncio.wait_for(self.broker.close(), timeout=BROKER_CLOSE_TIMEOUT)
+            await asyncio.wait_for(self.broker.close(), timeout=max(0.0, deadline - loop.time()))
         except TimeoutError:
             log.warning("broker.error", op="close", error="timed out; exiting anyway")
         log.info("server.stopped")
