@@ -24,6 +24,7 @@ first), and pass the subclass to :meth:`Relay.route`. See ``examples/embedded/``
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,7 @@ from service.consumers.stream import StreamHandler
 from service.context import AppContext
 from service.metrics import Metrics
 from service.server import policy_from
+from service.web.demo import ClientScriptHandler
 
 __all__ = [
     "ConsumerNotFound",
@@ -82,6 +84,12 @@ class Relay:
     def route(self, path: str = "/events", handler: type[StreamHandler] = StreamHandler) -> Any:
         """A Tornado URL rule serving the SSE stream at ``path``."""
         return web.url(path, handler, {"ctx": self.ctx})
+
+    def client_route(self, prefix: str = "/unifrost") -> Any:
+        """A Tornado URL rule serving the browser client: ``<prefix>.js``, ``.mjs``, ``.d.ts``."""
+        return web.url(
+            rf"{re.escape(prefix)}(\.js|\.mjs|\.d\.ts)", ClientScriptHandler, {"ctx": self.ctx}
+        )
 
     async def new_consumer(self) -> str:
         consumer, _ = await self.ctx.manager.create()

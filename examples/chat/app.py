@@ -18,7 +18,6 @@ from typing import Any
 from tornado import web
 
 from service.embed import Relay, consumer_ttl, new_stream_handler
-from service.web.demo import ClientScriptHandler
 
 HERE = Path(__file__).resolve().parent
 ROOM = r"([a-z0-9-]{1,32})"
@@ -70,8 +69,7 @@ def make_app(relay: Relay) -> web.Application:
     return web.Application(
         [
             (r"/()", web.StaticFileHandler, {"path": HERE, "default_filename": "index.html"}),
-            # The browser client, served by the app as unifrost serves it.
-            (r"/unifrost(\.js)", ClientScriptHandler, {"ctx": relay.ctx}),
+            relay.client_route(),  # /unifrost.js, as unifrost serve has it
             (rf"/api/rooms/{ROOM}/consumer", JoinHandler, deps),
             (rf"/api/rooms/{ROOM}/messages", MessageHandler, deps),
             relay.route("/events"),

@@ -152,7 +152,7 @@
         } else {
           self.stop();
         }
-      } else if (status === 400 || status === 403) {
+      } else if (status === 400 || status === 401 || status === 403) {
         self.emit('error', { code: 'refused', message: 'the server refused the stream (' + status + ')' });
         self.stop();
       } else {

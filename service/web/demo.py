@@ -112,6 +112,8 @@ class ClientScriptHandler(BaseHandler):
     def get(self, suffix: str) -> None:
         self.set_header("Content-Type", self._TYPES[suffix])
         self.set_header("Cache-Control", "public, max-age=300")
+        # Public code, no credentials: any page may import the module cross-origin.
+        self.set_header("Access-Control-Allow-Origin", "*")
         self.finish(self._source(suffix))
 
     head = get  # Tornado sends the headers only
