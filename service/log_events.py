@@ -34,7 +34,10 @@ class LogEvent:
     optional: Mapping[str, str] = field(default_factory=dict)
 
 
-_BROKER = "The broker URL without credentials or options."
+_BROKER = (
+    "The broker URL without credentials (SQS and Pub/Sub keep the options that say where "
+    "the broker is: endpoint, region, emulator host)."
+)
 
 EVENTS: tuple[LogEvent, ...] = (
     LogEvent(
