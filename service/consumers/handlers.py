@@ -10,7 +10,7 @@ from typing import Any
 from service.consumers.consumer import Consumer, consumer_id_problem
 from service.consumers.manager import ConsumerExists, TooManyConsumers
 from service.consumers.stream import topic_lists
-from service.web.base import AdminHandler, ApiError
+from service.web.base import AdminHandler, ApiError, is_ascii_number
 
 _MAX_PAGE = 1000
 
@@ -57,7 +57,7 @@ class ConsumersHandler(ConsumerResource):
 
     def get(self) -> None:
         raw_limit = self.get_query_argument("limit", "100")
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= _MAX_PAGE:
+        if not is_ascii_number(raw_limit) or not 1 <= int(raw_limit) <= _MAX_PAGE:
             raise ApiError(400, "bad-request", f"limit must be an integer 1-{_MAX_PAGE}")
         after = self.get_query_argument("after", None) or None
         ids, next_after = self.ctx.manager.page(int(raw_limit), after)
@@ -109,6 +109,9 @@ class PublishHandler(AdminHandler):
     """
 
     name = "publish"
+
+    def allowed_methods(self) -> list[str]:
+        return ["POST"]
 
 
 _ID = r"([A-Za-z0-9._~-]{1,128})"

@@ -17,7 +17,7 @@ from service.consumers.connection import SseConnection
 from service.consumers.consumer import Consumer, consumer_id_problem, topic_problem
 from service.consumers.manager import ConsumerExists, TooManyConsumers
 from service.log import get_logger
-from service.web.base import ApiError, BaseHandler
+from service.web.base import ApiError, BaseHandler, is_ascii_number
 
 log = get_logger("unifrost.stream")
 
@@ -64,21 +64,40 @@ class StreamHandler(CorsMixin):
     # --- request checks ---------------------------------------------------------------
 
     def _last_event_id(self) -> int | None:
+        # A malformed last_event_id is a bad request, whatever the header says.
+        query = self.get_query_argument("last_event_id", None)
+        if query is not None and not is_ascii_number(query):
+            raise ApiError(400, "bad-request", "last_event_id must be a non-negative integer")
         # The browser echoes the id we sent; anything else is not ours, so ignore it.
         # A browser reconnecting by itself keeps the URL (and any last_event_id
         # it was opened with) and sends the newer Last-Event-ID: the header wins.
         header = self.request.headers.get("Last-Event-ID", "").strip()
-        if header.isdigit():
+        if is_ascii_number(header):
             return int(header)
-        query = self.get_query_argument("last_event_id", None)
-        if query is not None:
-            if not query.isdigit():
-                raise ApiError(400, "bad-request", "last_event_id must be a non-negative integer")
-            return int(query)
-        return None
+        return None if query is None else int(query)
+
+    def _topics(self) -> list[str]:
+        """``topics=a,b``, checked whether or not a consumer is created from it.
+
+        Read raw: Tornado's argument helpers strip whitespace and turn control
+        characters into spaces, which would subscribe to a different topic.
+        """
+        values = self.request.query_arguments.get("topics")
+        if not values:
+            return []
+        try:
+            topics = [t for t in values[-1].decode("utf-8").split(",") if t]
+        except UnicodeDecodeError as exc:
+            raise ApiError(400, "bad-topic", "topics are not valid UTF-8") from exc
+        for topic in topics:
+            problem = topic_problem(topic)
+            if problem:
+                raise ApiError(400, "bad-topic", f"{topic!r}: {problem}")
+        return topics
 
     async def _find_consumer(self) -> Consumer:
         consumer_id = self.get_query_argument("id", None)
+        topics = self._topics()
         manager = self.ctx.manager
         if consumer_id:
             consumer = manager.get(consumer_id)
@@ -87,12 +106,8 @@ class StreamHandler(CorsMixin):
             return consumer
         if not self.ctx.settings.auto_create_consumers:
             raise ApiError(400, "bad-request", "missing consumer id (?id=...)")
-        topics = [t for t in self.get_query_argument("topics", "").split(",") if t]
         allow = self.ctx.settings.client_subscriptions.allow
         for topic in topics:
-            problem = topic_problem(topic)
-            if problem:
-                raise ApiError(400, "bad-topic", f"{topic!r}: {problem}")
             if not topic_allowed(topic, allow):
                 raise ApiError(403, "forbidden", f"topic {topic!r} is not allowed for clients")
         try:

@@ -42,6 +42,14 @@ def drain_limit(body_limit: int) -> int:
     return max(4 * body_limit, _MIN_DRAIN)
 
 
+def is_ascii_number(value: str) -> bool:
+    """``value`` is a non-negative integer in ASCII digits.
+
+    ``str.isdigit`` alone also accepts characters such as ``²`` that ``int`` refuses.
+    """
+    return value.isascii() and value.isdigit()
+
+
 def error_body(code: str, message: str) -> bytes:
     """The JSON body of every error answer."""
     return json.dumps({"error": {"code": code, "message": message}}).encode()
@@ -146,8 +154,19 @@ class BaseHandler(web.RequestHandler):
                 if status_code in HTTPStatus._value2member_map_
                 else "error"
             )
+        if status_code == 405:  # RFC 9110: a 405 says what the route does support
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         self.set_header("Content-Type", "application/json")
         self.finish(error_body(code, message))
+
+    def allowed_methods(self) -> list[str]:
+        """The methods this handler implements (its 405 answers' ``Allow`` header)."""
+        cls = type(self)
+        return [
+            method
+            for method in self.SUPPORTED_METHODS
+            if getattr(cls, method.lower()) is not getattr(web.RequestHandler, method.lower())
+        ]
 
     # --- bookkeeping ----------------------------------------------------------
 
