@@ -35,7 +35,7 @@ from service.brokers.base import BrokerError, BrokerUnavailable
 from service.consumers.consumer import topic_problem
 from service.context import AppContext
 from service.log import get_logger
-from service.web.base import ApiError, drain_limit, error_body
+from service.web.base import ApiError, declares_more_than, drain_limit, error_body
 from service.web.client_ip import client_ip
 
 log = get_logger("unifrost.http")
@@ -124,8 +124,7 @@ class PublishRequest(httputil.HTTPMessageDelegate):
         try:
             self._check_token()
             limit = drain_limit(self.limit)
-            declared = headers.get("Content-Length")
-            if declared is not None and declared.isdigit() and int(declared) > limit:
+            if declares_more_than(headers, limit):
                 raise _too_large(self.limit)
             self.conn.set_max_body_size(limit)  # type: ignore[attr-defined]
         except ApiError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -42,12 +43,26 @@ def drain_limit(body_limit: int) -> int:
     return max(4 * body_limit, _MIN_DRAIN)
 
 
+#: Longer than any count or event id the server reaches; ``int`` refuses strings
+#: of more than 4300 digits, so unbounded input must not reach it.
+_MAX_DIGITS = 20
+
+
 def is_ascii_number(value: str) -> bool:
-    """``value`` is a non-negative integer in ASCII digits.
+    """``value`` is a non-negative integer of at most 20 ASCII digits.
 
     ``str.isdigit`` alone also accepts characters such as ``²`` that ``int`` refuses.
     """
-    return value.isascii() and value.isdigit()
+    return len(value) <= _MAX_DIGITS and value.isascii() and value.isdigit()
+
+
+def declares_more_than(headers: Mapping[str, str], limit: int) -> bool:
+    """The request's ``Content-Length`` announces a body of more than ``limit`` bytes."""
+    declared = headers.get("Content-Length")
+    if declared is None or not (declared.isascii() and declared.isdigit()):
+        return False
+    digits = declared.lstrip("0") or "0"
+    return len(digits) > _MAX_DIGITS or int(digits) > limit
 
 
 def error_body(code: str, message: str) -> bytes:
@@ -90,8 +105,7 @@ class BaseHandler(web.RequestHandler):
         # sending, gets the JSON 413 instead of a connection reset. A body far over
         # it is refused from its Content-Length alone, unread.
         limit = drain_limit(self.body_limit)
-        declared = self.request.headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        if declares_more_than(self.request.headers, limit):
             self._refuse_body()
         connection = self.request.connection
         if connection is not None and hasattr(connection, "set_max_body_size"):
