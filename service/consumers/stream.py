@@ -22,6 +22,18 @@ from service.web.base import ApiError, BaseHandler, is_ascii_number
 log = get_logger("unifrost.stream")
 
 
+#: Event ids count messages; anything above a signed 64-bit integer is not one of ours.
+MAX_EVENT_ID = 2**63 - 1
+
+
+def event_id(value: str) -> int | None:
+    """``value`` as an event id (0 to :data:`MAX_EVENT_ID` in ASCII digits), else None."""
+    if not is_ascii_number(value):
+        return None
+    number = int(value)
+    return number if number <= MAX_EVENT_ID else None
+
+
 def topic_allowed(topic: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(topic, pattern) for pattern in patterns)
 
@@ -66,15 +78,14 @@ class StreamHandler(CorsMixin):
     def _last_event_id(self) -> int | None:
         # A malformed last_event_id is a bad request, whatever the header says.
         query = self.get_query_argument("last_event_id", None)
-        if query is not None and not is_ascii_number(query):
-            raise ApiError(400, "bad-request", "last_event_id must be a non-negative integer")
+        query_id = None if query is None else event_id(query)
+        if query is not None and query_id is None:
+            raise ApiError(400, "bad-request", f"last_event_id must be an integer 0-{MAX_EVENT_ID}")
         # The browser echoes the id we sent; anything else is not ours, so ignore it.
         # A browser reconnecting by itself keeps the URL (and any last_event_id
         # it was opened with) and sends the newer Last-Event-ID: the header wins.
-        header = self.request.headers.get("Last-Event-ID", "").strip()
-        if is_ascii_number(header):
-            return int(header)
-        return None if query is None else int(query)
+        header_id = event_id(self.request.headers.get("Last-Event-ID", "").strip())
+        return query_id if header_id is None else header_id
 
     def _topics(self) -> list[str]:
         """``topics=a,b``, checked whether or not a consumer is created from it.

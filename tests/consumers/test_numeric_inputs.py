@@ -64,11 +64,18 @@ async def test_last_event_id_header_too_long_for_int_is_ignored(server: Running)
     client.close()
 
 
-async def test_twenty_digit_last_event_id_is_accepted(server: Running) -> None:
+async def test_last_event_id_over_64_bits_is_400(server: Running) -> None:
+    consumer_id = await server.create_consumer(["t"])
+    client = await server.stream(consumer_id, query=f"last_event_id={2**63}")
+    assert client.status == 400, client.error_body
+    assert client.error_json()["error"]["code"] == "bad-request"
+
+
+async def test_largest_last_event_id_is_accepted(server: Running) -> None:
     consumer_id = await server.create_consumer(["t"])
     await server.publish("t", "first")
     # Beyond anything this consumer produced: treated as no id at all.
-    client = await server.stream(consumer_id, query="last_event_id=" + "9" * 20)
+    client = await server.stream(consumer_id, query=f"last_event_id={2**63 - 1}")
     assert client.status == 200, client.error_body
     await client.opening()
     (frame,) = await client.messages(1)
