@@ -142,6 +142,8 @@ class BaseHandler(web.RequestHandler):
             value = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, "bad-json", f"body is not valid JSON: {exc}") from exc
+        except RecursionError as exc:  # the parser recurses once per nesting level
+            raise ApiError(400, "bad-json", "body is nested too deeply") from exc
         if not isinstance(value, dict):
             raise ApiError(400, "bad-request", "body must be a JSON object")
         return value
