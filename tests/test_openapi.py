@@ -8,8 +8,9 @@ status codes, content types, headers and body schemas, 401 without the token,
 consumer, read it, change its subscriptions, open its stream, delete it).
 ``GET /events`` never ends by itself: schemathesis reads a stream up to its
 first event, and a separate test reads a real stream's head and frames and
-validates them against the spec too. Every route of both listeners must be
-documented, on the listener its ``servers`` name.
+validates them against the spec too. The file must be valid OpenAPI 3.1, and
+every route of both listeners must be documented, on the listener its
+``servers`` name.
 
 The number of generated cases is printed at the end of the module.
 """
@@ -161,6 +162,11 @@ def call_kwargs(live: LiveServer, case: schemathesis.Case, server: str) -> dict[
 
 
 # --- the spec against the server ---------------------------------------------------------
+
+
+def test_the_spec_is_valid_openapi() -> None:
+    assert SPEC["openapi"].startswith("3.1.")
+    schema.validate()  # against the OpenAPI 3.1 meta-schema; raises on any problem
 
 
 @schema.parametrize()
