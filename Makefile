@@ -19,12 +19,12 @@ run: install
 	$(BIN)/unifrost serve --demo --listen 127.0.0.1:8080
 
 ## Lint, type-check, build the docs, start the brokers if needed, run the whole test suite.
-test: install lint services browser
+test: install lint docs services browser
 	$(BIN)/python -m pytest
 
 ## The documentation site (mkdocs-material) into site/; a broken link fails the build.
 docs: install
-	$(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 services:
 	scripts/ensure-services.sh
