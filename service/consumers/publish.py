@@ -20,7 +20,6 @@ control-API call (``handler="publish"``, ``http.request``).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import time
 from email.utils import formatdate
@@ -35,7 +34,13 @@ from service.brokers.base import BrokerError, BrokerUnavailable
 from service.consumers.consumer import topic_problem
 from service.context import AppContext
 from service.log import get_logger
-from service.web.base import ApiError, declares_more_than, drain_limit, error_body
+from service.web.base import (
+    ApiError,
+    check_admin_token,
+    declares_more_than,
+    drain_limit,
+    error_body,
+)
 from service.web.client_ip import client_ip
 
 log = get_logger("unifrost.http")
@@ -122,28 +127,13 @@ class PublishRequest(httputil.HTTPMessageDelegate):
         self.query = start_line.path.partition("?")[2].encode("latin-1")
         self.headers = headers
         try:
-            self._check_token()
+            check_admin_token(self.ctx.settings.admin_token, headers)
             limit = drain_limit(self.limit)
             if declares_more_than(headers, limit):
                 raise _too_large(self.limit)
             self.conn.set_max_body_size(limit)  # type: ignore[attr-defined]
         except ApiError as exc:
             self._answer_error(exc)
-
-    def _check_token(self) -> None:
-        token = self.ctx.settings.admin_token
-        if not token:
-            return
-        scheme, _, given = self.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), token.encode()
-        ):
-            raise ApiError(
-                401,
-                "unauthorized",
-                "missing or wrong bearer token",
-                headers={"WWW-Authenticate": 'Bearer realm="unifrost"'},
-            )
 
     def data_received(self, chunk: bytes) -> None:
         self.size += len(chunk)

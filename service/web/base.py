@@ -65,6 +65,22 @@ def declares_more_than(headers: Mapping[str, str], limit: int) -> bool:
     return len(digits) > _MAX_DIGITS or int(digits) > limit
 
 
+def check_admin_token(token: str | None, headers: Mapping[str, str]) -> None:
+    """Raise a 401 unless ``headers`` carry ``Authorization: Bearer <token>`` (when set)."""
+    if not token:
+        return
+    scheme, _, given = headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    ):
+        raise ApiError(
+            401,
+            "unauthorized",
+            "missing or wrong bearer token",
+            headers={"WWW-Authenticate": 'Bearer realm="unifrost"'},
+        )
+
+
 def error_body(code: str, message: str) -> bytes:
     """The JSON body of every error answer."""
     return json.dumps({"error": {"code": code, "message": message}}).encode()
@@ -220,19 +236,7 @@ class AdminHandler(BaseHandler):
     log_requests = True
 
     def prepare(self) -> None:
-        token = self.ctx.settings.admin_token
-        if token:
-            header = self.request.headers.get("Authorization", "")
-            scheme, _, given = header.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.strip().encode(), token.encode()
-            ):
-                raise ApiError(
-                    401,
-                    "unauthorized",
-                    "missing or wrong bearer token",
-                    headers={"WWW-Authenticate": 'Bearer realm="unifrost"'},
-                )
+        check_admin_token(self.ctx.settings.admin_token, self.request.headers)
         super().prepare()
 
 
