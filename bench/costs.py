@@ -1,0 +1,108 @@
+"""Server CPU per publish and per stream connect, the two fixed costs of the service.
+
+``make bench`` measures whole scenarios; this isolates the two per-request costs
+that decide scenarios (b), (c) and the connect time, so a change to either path
+can be measured before and after on the same machine::
+
+    python -m bench.costs                       # this checkout
+    python -m bench.costs --root ../other-tree  # another checkout, same load
+    python -m bench.costs --nchan               # nchan's publish cost beside it
+
+Each server runs pinned to core 0, the load to core 1 (as in ``make bench``).
+A publish is ``POST /publish?topic=`` (64-byte body, 100 topics, no streams)
+over 8 keep-alive connections; a connect is ``GET /events?topics=`` creating its
+own consumer, 10,000 of them through a window of 64. CPU is the server's
+``utime + stime`` over the measured requests only; the machine's speed moves it
+from run to run, so compare trees within one invocation, several times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+_PUBLISHES = 20_000
+_CONNECTS = 10_000
+
+
+def _measure(root: Path, what: str, count: int, server: str) -> float:
+    """Run one measurement in a fresh interpreter whose imports come from ``root``."""
+    code = f"""
+import os, sys, time
+sys.path.insert(0, {str(root)!r})
+os.sched_setaffinity(0, {{1}})
+from bench.servers import Unifrost, Nchan
+from bench.publisher import Publisher
+from bench.loadgen import LoadGenerator
+
+def main():
+    cls = Nchan if {server!r} == "nchan" else Unifrost
+    with cls(1, 0, 20000) as srv:
+        time.sleep(0.5)
+        if {what!r} == "publish":
+            topics = [f"t{{i}}" for i in range(100)]
+            pub = Publisher("127.0.0.1", srv.publish_port, topics, 8, 64)
+            pub.run([(i % 100, i) for i in range(2000)])  # warm-up
+            before = sum(srv.cpu_times())
+            stats = pub.run([(i % 100, i + 2000) for i in range({count})])
+            used = sum(srv.cpu_times()) - before
+            pub.close()
+            assert stats.errors == 0, stats.first_error
+        else:
+            lg = LoadGenerator(srv.protocol, srv.stream_ports, ["bench-0"], {count},
+                               per_process=19000, window=64, cpu=1)
+            before = sum(srv.cpu_times())
+            lg.connect()
+            used = sum(srv.cpu_times()) - before
+            lg.close()
+    print(used / {count} * 1e6)
+
+if __name__ == "__main__":
+    main()
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{what} on {root}: {out.stderr.strip()[-2000:]}")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", action="append", type=Path, help="a checkout to measure")
+    parser.add_argument("--nchan", action="store_true", help="measure nchan's publish too")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each measurement")
+    args = parser.parse_args(argv)
+    here = Path(__file__).resolve().parent.parent
+    roots = [here, *(r.resolve() for r in args.root or [])]
+    rows: list[tuple[str, str, list[float]]] = []
+    for _ in range(args.repeat):  # interleaved, so drift in machine speed hits all alike
+        for root in roots:
+            for what, count in (("publish", _PUBLISHES), ("connect", _CONNECTS)):
+                value = _measure(root, what, count, "unifrost")
+                _add(rows, f"unifrost {root}", what, value)
+        if args.nchan:
+            _add(rows, "nchan", "publish", _measure(here, "publish", _PUBLISHES, "nchan"))
+    print(f"{'server':<60} {'what':<8} µs of server CPU each (runs)")
+    for name, what, values in rows:
+        runs = ", ".join(f"{v:.0f}" for v in values)
+        print(f"{name:<60} {what:<8} {min(values):.0f} ({runs})")
+    print(time.strftime("measured %Y-%m-%d %H:%M UTC", time.gmtime()), f"on {os.cpu_count()} cores")
+    return 0
+
+
+def _add(rows: list[tuple[str, str, list[float]]], name: str, what: str, value: float) -> None:
+    for row in rows:
+        if row[0] == name and row[1] == what:
+            row[2].append(value)
+            return
+    rows.append((name, what, [value]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
