@@ -184,6 +184,14 @@ class Broker(abc.ABC):
             BrokerError: the broker refused the message.
         """
 
+    def publish_now(self, topic: str, body: bytes) -> bool:
+        """Publish without suspending, when the driver can (an in-process broker).
+
+        Returns False, having done nothing, when the caller must await
+        :meth:`publish` instead. Raises what :meth:`publish` raises.
+        """
+        return False
+
     def describe(self) -> str:
         """The broker URL with credentials removed, safe for logs."""
         return f"{self.scheme}://"

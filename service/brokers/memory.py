@@ -91,6 +91,13 @@ class MemoryBroker(Broker):
         return sub
 
     async def publish(self, topic: str, body: bytes) -> None:
+        self._deliver(topic, body)
+
+    def publish_now(self, topic: str, body: bytes) -> bool:
+        self._deliver(topic, body)
+        return True
+
+    def _deliver(self, topic: str, body: bytes) -> None:
         if not self._up:
             raise BrokerUnavailable("memory broker is not connected")
         # Copy: a callback may unsubscribe while we iterate.

@@ -152,6 +152,14 @@ class PublishRequest(httputil.HTTPMessageDelegate):
             return
         body = b"".join(self.chunks)
         self.chunks = []
+        try:
+            # An in-process broker delivers at once: no task, no extra loop step.
+            if self.ctx.broker.publish_now(topic, body):
+                self._accepted(topic, body)
+                return
+        except Exception as exc:
+            self._failed(exc)
+            return
         publishing = asyncio.ensure_future(self._publish(topic, body))
         publishing.add_done_callback(self._published)
 
@@ -176,12 +184,10 @@ class PublishRequest(httputil.HTTPMessageDelegate):
     # --- publishing --------------------------------------------------------------------
 
     async def _publish(self, topic: str, body: bytes) -> None:
-        try:
-            await self.ctx.broker.publish(topic, body)
-        except BrokerUnavailable as exc:
-            raise ApiError(503, "broker-unavailable", str(exc)) from exc
-        except BrokerError as exc:
-            raise ApiError(502, "broker-error", str(exc)) from exc
+        await self.ctx.broker.publish(topic, body)
+        self._accepted(topic, body)
+
+    def _accepted(self, topic: str, body: bytes) -> None:
         # An in-process broker fanned the message out just now: let it reach the
         # sockets before answering, so a publisher is paced by delivery.
         self.ctx.manager.batcher.flush_now()
@@ -189,15 +195,17 @@ class PublishRequest(httputil.HTTPMessageDelegate):
         self._answer(202, answer)
 
     def _published(self, publishing: asyncio.Future[None]) -> None:
-        if publishing.cancelled():
-            return
-        exc = publishing.exception()
-        if exc is None:
-            return
-        if not isinstance(exc, ApiError):
+        if not publishing.cancelled() and publishing.exception() is not None:
+            self._failed(publishing.exception())
+
+    def _failed(self, exc: BaseException | None) -> None:
+        if isinstance(exc, BrokerUnavailable):
+            self._answer_error(ApiError(503, "broker-unavailable", str(exc)))
+        elif isinstance(exc, BrokerError):
+            self._answer_error(ApiError(502, "broker-error", str(exc)))
+        else:
             app_log.error("Uncaught exception POST %s", PATH, exc_info=exc)
-            exc = ApiError(500, "error", "Internal Server Error")
-        self._answer_error(exc)
+            self._answer_error(ApiError(500, "error", "Internal Server Error"))
 
     # --- answering ---------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from service.consumers.publish import AdminRouter
 from tests.support import (
     DEFAULT_TIMEOUT,
@@ -79,24 +81,67 @@ async def test_publish_and_other_routes_share_one_keep_alive_connection(server: 
     assert described["buffered"] == 4
 
 
+@pytest.mark.parametrize("inline", [True, False], ids=["in-process", "awaited"])
 async def test_a_fault_while_publishing_is_a_json_500_and_the_server_goes_on(
-    server: Running,
+    server: Running, inline: bool
 ) -> None:
+    """Both ways a driver publishes: at once (in-process) or awaited (network brokers)."""
+
+    def broken_now(topic: str, body: bytes) -> bool:
+        raise RuntimeError("secret internal detail")
+
     async def broken(topic: str, body: bytes) -> None:
         raise RuntimeError("secret internal detail")
 
-    original = server.broker.publish
-    server.broker.publish = broken  # type: ignore[method-assign]
+    def never_now(topic: str, body: bytes) -> bool:
+        return False
+
+    broker: Any = server.broker
+    original = broker.publish, broker.publish_now
+    if inline:
+        broker.publish_now = broken_now
+    else:
+        broker.publish, broker.publish_now = broken, never_now
     try:
         response = await server.api("POST", "/publish?topic=t", "x")
     finally:
-        server.broker.publish = original  # type: ignore[method-assign]
+        broker.publish, broker.publish_now = original
     error = assert_json_error(response, 500)
     assert "secret internal detail" not in response.text
     assert "Traceback" not in response.text
     assert error["code"] == "error"
     assert (await server.api("POST", "/publish?topic=t", "x")).status == 202
     assert await metric(server, "unifrost_http_requests_total", handler="publish", code="500") == 1
+
+
+async def test_an_awaited_publish_maps_broker_errors(server: Running) -> None:
+    from service.brokers.base import BrokerError, BrokerUnavailable
+
+    async def refused(topic: str, body: bytes) -> None:
+        raise BrokerError("no such topic")
+
+    async def down(topic: str, body: bytes) -> None:
+        raise BrokerUnavailable("reconnecting")
+
+    def never_now(topic: str, body: bytes) -> bool:
+        return False
+
+    broker: Any = server.broker
+    original = broker.publish, broker.publish_now
+    try:
+        broker.publish_now = never_now
+        broker.publish = refused
+        assert_json_error(await server.api("POST", "/publish?topic=t", "x"), 502, "broker-error")
+        broker.publish = down
+        response = await server.api("POST", "/publish?topic=t", "x")
+        assert_json_error(response, 503, "broker-unavailable")
+        broker.publish = original[0]
+        consumer_id = await server.create_consumer(["t"])
+        assert (await server.api("POST", "/publish?topic=t", "awaited")).status == 202
+        described = await server.api("GET", f"/consumers/{consumer_id}")
+        assert described.json()["buffered"] == 1
+    finally:
+        broker.publish, broker.publish_now = original
 
 
 async def test_token_is_checked_before_anything_else() -> None:
