@@ -9,6 +9,7 @@ body has no chunked framing: it simply ends when the connection closes.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import time
 from typing import Any
 
@@ -34,6 +35,8 @@ def event_id(value: str) -> int | None:
     return number if number <= MAX_EVENT_ID else None
 
 
+# Asked for every topic of every self-subscribing stream, and topics repeat.
+@functools.lru_cache(maxsize=4096)
 def topic_allowed(topic: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(topic, pattern) for pattern in patterns)
 
