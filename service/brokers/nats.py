@@ -104,12 +104,10 @@ from service.brokers.base import (
 )
 from service.brokers.nats_config import NatsConfig, check_subject, parse_url
 from service.config import Settings
-from service.log import get_logger
 
 if TYPE_CHECKING:
     from nats.aio.client import Server
 
-log = get_logger(__name__)
 
 DROP_REASON = "slow consumer: the NATS client's pending limit for the subscription was reached"
 _PERMISSION_SUB = "permissions violation for subscription to "

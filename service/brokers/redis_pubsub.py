@@ -68,9 +68,6 @@ from service.brokers.base import (
 from service.brokers.redis_config import RedisConfig, is_pattern, parse_url
 from service.brokers.redis_streams import RedisStreamsBroker
 from service.config import Settings
-from service.log import get_logger
-
-log = get_logger(__name__)
 
 # Replies that answer one command each (the health check's PING included), in the
 # order the commands were sent.
