@@ -114,7 +114,7 @@ class PublishRequest(httputil.HTTPMessageDelegate):
         self.size = 0
         self.answered = False
         self.query = b""
-        self.headers = httputil.HTTPHeaders()
+        self.headers = _NO_HEADERS  # until headers_received
 
     # --- reading ---------------------------------------------------------------------
 
@@ -245,6 +245,9 @@ class PublishRequest(httputil.HTTPMessageDelegate):
             duration_ms=round(elapsed * 1000, 2),
             remote_ip=client_ip(peer, self.headers, self.ctx.settings.trusted_proxies),
         )
+
+
+_NO_HEADERS = httputil.HTTPHeaders()
 
 
 def _too_large(limit: int) -> ApiError:
