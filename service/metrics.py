@@ -18,7 +18,7 @@ from prometheus_client import (
 
 from service import __version__
 
-CLOSE_REASONS = ("client", "replaced", "consumer_closed", "slow_reader", "shutdown", "error")
+CLOSE_REASONS = ("client", "replaced", "consumer_closed", "slow_reader", "shutdown")
 EVICT_REASONS = ("ttl", "deleted")
 DROP_REASONS = ("buffer_full", "broker")
 
@@ -38,8 +38,7 @@ DETAILS: dict[str, str] = {
         `client` (the client went away: page closed, network cut, proxy timeout),
         `replaced` (a newer stream of the same consumer took over), `consumer_closed`
         (the consumer was deleted), `slow_reader` (unsent bytes passed
-        `max_write_buffer`), `shutdown` (the server drained), `error` (an internal
-        failure; no code path ends a stream this way today, so it stays 0).""",
+        `max_write_buffer`), `shutdown` (the server drained).""",
     "unifrost_stream_duration_seconds": """How long each stream stayed open, observed when it
         closes. Many short streams closed by `client` point at a proxy or load balancer
         cutting long-lived connections.""",
