@@ -49,7 +49,6 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.asyncio.connection import Connection, SSLConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
@@ -65,6 +64,7 @@ from service.brokers.base import (
     MessageCallback,
     Subscription,
 )
+from service.brokers.redis_base import RedisDriver
 from service.brokers.redis_config import RedisConfig, is_pattern, parse_url
 from service.brokers.redis_streams import RedisStreamsBroker
 from service.config import Settings
@@ -87,18 +87,12 @@ class _RedisSubscription(CallbackSubscription):
             await self.broker._detach(self)
 
 
-class RedisBroker(Broker):
+class RedisBroker(RedisDriver):
     """One pub/sub connection (and a publishing pool) shared by every topic."""
 
-    scheme = "redis"
-
     def __init__(self, config: RedisConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.scheme = "rediss" if config.tls else "redis"
-        self._closing = True  # until connect()
+        super().__init__(config)
         self._conn: Connection | None = None  # the pub/sub connection
-        self._publisher: Redis | None = None
         self._reader: asyncio.Task[None] | None = None
         self._revive_task: asyncio.Task[None] | None = None
         self._subs: dict[str, set[_RedisSubscription]] = {}  # by subscribed topic
@@ -112,30 +106,12 @@ class RedisBroker(Broker):
         config = parse_url(url)
         return RedisStreamsBroker(config) if config.streams else cls(config)
 
-    def describe(self) -> str:
-        return redis_config.describe(self.config)
-
     # --- connecting -----------------------------------------------------------------------
 
     async def connect(self) -> None:
         if not self._closing:
             return
-        self._closing = False
-        self._publisher = Redis(
-            ssl=self.config.tls,
-            **redis_config.connection_args(self.config, self.config.timeout),
-        )
-        try:
-            conn = await self._open()
-            await asyncio.wait_for(self._publisher.ping(), self.config.timeout)
-        except (RedisError, OSError, TimeoutError) as exc:
-            await self.close()
-            raise BrokerUnavailable(
-                f"cannot connect to {self.describe()}: {self._text(exc)}"
-            ) from exc
-        except BaseException:
-            await self.close()
-            raise
+        conn = await self._connect_with(self._open)
         self._start_reading(conn)
         self._mark_up()
 
@@ -169,14 +145,7 @@ class RedisBroker(Broker):
         conn, self._conn = self._conn, None
         if conn is not None:
             await self._drop(conn)
-        publisher, self._publisher = self._publisher, None
-        if publisher is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(publisher.aclose(), self.config.timeout)
-
-    async def _drop(self, conn: Connection) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(conn.disconnect(nowait=True), self.config.timeout)
+        await self._close_client()
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -375,24 +344,7 @@ class RedisBroker(Broker):
         return waiter
 
     async def publish(self, topic: str, body: bytes) -> None:
-        publisher = self._require_up()
-        try:
-            await asyncio.wait_for(publisher.publish(topic, body), self.config.timeout)
-        except ResponseError as exc:
-            raise BrokerError(f"Redis refused the publish to {topic!r}: {self._text(exc)}") from exc
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise BrokerUnavailable(f"publish to {topic!r} failed: {self._text(exc)}") from exc
-
-    def _require_up(self) -> Redis:
-        # No buffering while disconnected: the caller learns now, not later.
-        if self._closing or self._publisher is None:
-            raise BrokerUnavailable("the Redis driver is closed")
-        if not self._up:
-            raise BrokerUnavailable("not connected to Redis; reconnecting")
-        return self._publisher
-
-    def _text(self, exc: BaseException) -> str:
-        return redis_config.error_text(self.config, exc)
+        await self._publish_with(topic, self._require_up().publish(topic, body))
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:

@@ -57,12 +57,10 @@ What this module owns and the semantics:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.asyncio.connection import Connection, SSLConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
@@ -70,7 +68,6 @@ from redis.exceptions import RedisError, ResponseError
 from service.brokers import redis_config
 from service.brokers.backoff import Backoff
 from service.brokers.base import (
-    Broker,
     BrokerError,
     BrokerUnavailable,
     CallbackSubscription,
@@ -78,6 +75,7 @@ from service.brokers.base import (
     MessageCallback,
     Subscription,
 )
+from service.brokers.redis_base import RedisDriver
 from service.brokers.redis_config import (
     RedisConfig,
     StreamId,
@@ -125,17 +123,11 @@ class _Stream:
     warned: bool = False  # an entry without a usable body was logged
 
 
-class RedisStreamsBroker(Broker):
-    """One reading connection (and a pool for everything else) shared by every topic."""
-
-    scheme = "redis"
+class RedisStreamsBroker(RedisDriver):
+    """One reading connection (and a pool for XADD, XREVRANGE, CLIENT UNBLOCK) for every topic."""
 
     def __init__(self, config: RedisConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.scheme = "rediss" if config.tls else "redis"
-        self._closing = True  # until connect()
-        self._client: Redis | None = None  # XADD, XREVRANGE, CLIENT UNBLOCK
+        super().__init__(config)
         self._conn: Connection | None = None  # the reading connection
         self._reader_id: int | None = None  # its CLIENT ID, None when unknown
         self._reader: asyncio.Task[None] | None = None
@@ -148,29 +140,12 @@ class RedisStreamsBroker(Broker):
         self._unblock_refused = False
         self._backoff = Backoff(maximum=config.max_reconnect_wait)
 
-    def describe(self) -> str:
-        return redis_config.describe(self.config)
-
     # --- connecting -----------------------------------------------------------------------
 
     async def connect(self) -> None:
         if not self._closing:
             return
-        self._closing = False
-        self._client = Redis(
-            ssl=self.config.tls, **redis_config.connection_args(self.config, self.config.timeout)
-        )
-        try:
-            conn, reader_id = await self._open()
-            await asyncio.wait_for(self._client.ping(), self.config.timeout)
-        except (RedisError, OSError, TimeoutError) as exc:
-            await self.close()
-            raise BrokerUnavailable(
-                f"cannot connect to {self.describe()}: {self._text(exc)}"
-            ) from exc
-        except BaseException:
-            await self.close()
-            raise
+        conn, reader_id = await self._connect_with(self._open)
         self._start_reading(conn, reader_id)
         self._mark_up()
 
@@ -214,14 +189,7 @@ class RedisStreamsBroker(Broker):
         conn, self._conn = self._conn, None
         if conn is not None:
             await self._drop(conn)
-        client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.aclose(), self.config.timeout)
-
-    async def _drop(self, conn: Connection) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(conn.disconnect(nowait=True), self.config.timeout)
+        await self._close_client()
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -442,30 +410,8 @@ class RedisStreamsBroker(Broker):
         client = self._require_up()
         _refuse_pattern(topic, "publish to")
         maxlen = self.config.maxlen or None
-        try:
-            await asyncio.wait_for(
-                client.xadd(topic, {DATA_FIELD: body}, maxlen=maxlen, approximate=True),
-                self.config.timeout,
-            )
-        except ResponseError as exc:
-            raise BrokerError(f"Redis refused the publish to {topic!r}: {self._text(exc)}") from exc
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise BrokerUnavailable(f"publish to {topic!r} failed: {self._text(exc)}") from exc
-
-    def _require_up(self) -> Redis:
-        # No buffering while disconnected: the caller learns now, not later.
-        client = self._require_client()
-        if not self._up:
-            raise BrokerUnavailable("not connected to Redis; reconnecting")
-        return client
-
-    def _require_client(self) -> Redis:
-        if self._closing or self._client is None:
-            raise BrokerUnavailable("the Redis driver is closed")
-        return self._client
-
-    def _text(self, exc: BaseException) -> str:
-        return redis_config.error_text(self.config, exc)
+        xadd = client.xadd(topic, {DATA_FIELD: body}, maxlen=maxlen, approximate=True)
+        await self._publish_with(topic, xadd)
 
 
 def _xread(positions: dict[str, StreamId], block_ms: int) -> list[str | int]:
