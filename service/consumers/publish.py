@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
 
@@ -40,6 +39,7 @@ from service.web.base import (
     declares_more_than,
     drain_limit,
     error_body,
+    http_date,
 )
 from service.web.client_ip import client_ip
 
@@ -220,7 +220,7 @@ class PublishRequest(httputil.HTTPMessageDelegate):
             {
                 "Content-Type": "application/json",
                 "Content-Length": str(len(body)),
-                "Date": _http_date(),
+                "Date": http_date(),
             }
         )
         for name, value in (extra or {}).items():
@@ -258,15 +258,3 @@ def _too_large(limit: int) -> ApiError:
         f"body exceeds {limit} bytes",
         headers={"Connection": "close"},
     )
-
-
-_date_cache: tuple[int, str] = (0, "")
-
-
-def _http_date() -> str:
-    """The ``Date`` header value, formatted once per second."""
-    global _date_cache
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache = (now, formatdate(now, usegmt=True))
-    return _date_cache[1]

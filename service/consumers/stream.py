@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-import time
 from typing import Any
 
 from service import sse
@@ -18,7 +17,7 @@ from service.consumers.connection import SseConnection
 from service.consumers.consumer import Consumer, consumer_id_problem, topic_problem
 from service.consumers.manager import ConsumerExists, TooManyConsumers
 from service.log import get_logger
-from service.web.base import ApiError, BaseHandler, is_ascii_number
+from service.web.base import ApiError, BaseHandler, http_date, is_ascii_number
 
 log = get_logger("unifrost.stream")
 
@@ -186,7 +185,7 @@ class StreamHandler(CorsMixin):
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",
             "Connection": "close",
-            "Date": time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime()),
+            "Date": http_date(),
         }
         for name in ("Access-Control-Allow-Origin", "Access-Control-Allow-Credentials", "Vary"):
             value = self._headers.get(name)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
 from collections.abc import Mapping
+from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
 
@@ -79,6 +81,18 @@ def check_admin_token(token: str | None, headers: Mapping[str, str]) -> None:
             "missing or wrong bearer token",
             headers={"WWW-Authenticate": 'Bearer realm="unifrost"'},
         )
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def http_date() -> str:
+    """The ``Date`` header value for now, formatted once per second."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True))
+    return _date_cache[1]
 
 
 def error_body(code: str, message: str) -> bytes:
