@@ -9,7 +9,8 @@ from tornado import web
 
 from service.config import ClientSubscriptionSettings
 from service.consumers import handlers as control
-from service.consumers.publish import AdminRouter
+from service.consumers.events import events_route
+from service.consumers.publish import publish_route
 from service.consumers.stream import ClientSubscriptionHandler, StreamHandler
 from service.context import AppContext
 from service.web.base import NotFoundHandler
@@ -20,6 +21,7 @@ from service.web.demo import (
     DemoPageHandler,
 )
 from service.web.ops import MetricsHandler, health_handlers
+from service.web.router import Router
 
 
 def _routes(ctx: AppContext, table: list[tuple[str, Any]]) -> list[Any]:
@@ -37,8 +39,11 @@ def _application(ctx: AppContext, routes: list[Any]) -> web.Application:
     )
 
 
-def make_public_app(ctx: AppContext) -> web.Application:
-    """``/events``, health, the browser client, and optional extras."""
+def make_public_app(ctx: AppContext) -> Router:
+    """``/events``, health, the browser client, and optional extras.
+
+    ``GET /events`` is opened before routing (``service.consumers.events``).
+    """
     table: list[tuple[str, Any]] = [
         (r"/events", StreamHandler),
         (r"/unifrost(\.js|\.mjs|\.d\.ts)", ClientScriptHandler),
@@ -50,7 +55,7 @@ def make_public_app(ctx: AppContext) -> web.Application:
     subscriptions = _client_subscriptions_context(ctx)
     if subscriptions is not None:
         routes.append(web.url(r"/subscriptions", ClientSubscriptionHandler, {"ctx": subscriptions}))
-    return _application(ctx, routes)
+    return Router(_application(ctx, routes), {("GET", "/events"): events_route(ctx)})
 
 
 def _client_subscriptions_context(ctx: AppContext) -> AppContext | None:
@@ -70,7 +75,8 @@ def _client_subscriptions_context(ctx: AppContext) -> AppContext | None:
     )
 
 
-def make_admin_app(ctx: AppContext) -> AdminRouter:
+def make_admin_app(ctx: AppContext) -> Router:
     """The control API, ``/metrics`` and health (``POST /publish`` answered before routing)."""
     table = [*control.default_handlers, (r"/metrics", MetricsHandler), *health_handlers]
-    return AdminRouter(_application(ctx, _routes(ctx, table)), ctx)
+    app = _application(ctx, _routes(ctx, table))
+    return Router(app, {("POST", "/publish"): publish_route(ctx)})

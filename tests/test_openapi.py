@@ -34,7 +34,7 @@ from schemathesis.core.failures import FailureGroup
 
 from service.app import make_admin_app, make_public_app
 from service.config import BufferSettings, ClientSubscriptionSettings
-from service.consumers.publish import PATH as PUBLISH_PATH
+from service.web.router import Router
 from tests.support import Running, running_server
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
@@ -294,14 +294,16 @@ def route_patterns(live: LiveServer) -> dict[str, list[str]]:
     """The route regexes each listener serves, with every optional route on."""
     assert live.running is not None and live.running.server.ctx is not None
     ctx = live.running.server.ctx
-    admin = make_admin_app(ctx)
     return {
-        ADMIN_SERVER: [rule.matcher.regex.pattern for rule in admin.app.wildcard_router.rules]
-        + [re.escape(PUBLISH_PATH) + "$"],
-        PUBLIC_SERVER: [
-            rule.matcher.regex.pattern for rule in make_public_app(ctx).wildcard_router.rules
-        ],
+        ADMIN_SERVER: served_routes(make_admin_app(ctx)),
+        PUBLIC_SERVER: served_routes(make_public_app(ctx)),
     }
+
+
+def served_routes(router: Router) -> list[str]:
+    """The application's route regexes and those answered before its routing."""
+    rules = [rule.matcher.regex.pattern for rule in router.app.wildcard_router.rules]
+    return rules + [re.escape(path) + "$" for _method, path in router.routes]
 
 
 def sample_path(template: str) -> str:

@@ -1,12 +1,9 @@
 """``POST /publish?topic=<t>``: the raw body goes to the broker as one message.
 
 A publish is the one control-API call made once per message, so its fixed
-cost bounds throughput whenever a message reaches only a few streams. Tornado's
-``RequestHandler`` machinery (routing, the handler object, header bookkeeping,
-``finish``) was about half of that cost, so this route is answered one level
-lower: :class:`AdminRouter` sits between Tornado's ``HTTPServer`` and the admin
-application, takes ``POST /publish`` itself (:class:`PublishRequest`) and hands
-every other request to the application unchanged.
+cost bounds throughput whenever a message reaches only a few streams, so it is
+answered below Tornado's routing (:class:`~service.web.router.Router`), by
+:class:`PublishRequest`, without a ``RequestHandler``.
 
 The answers are the control API's: the bearer token is checked first, then
 the body limits (a declared body far over ``max_message_bytes`` is refused
@@ -23,9 +20,8 @@ import asyncio
 import json
 import time
 from http import HTTPStatus
-from typing import Any
 
-from tornado import httputil, web
+from tornado import httputil
 from tornado.escape import parse_qs_bytes
 from tornado.log import app_log
 
@@ -42,64 +38,20 @@ from service.web.base import (
     http_date,
 )
 from service.web.client_ip import client_ip
+from service.web.router import Fallback, Route
 
 log = get_logger("unifrost.http")
 
 PATH = "/publish"
 
 
-class AdminRouter(httputil.HTTPServerConnectionDelegate):
-    """The admin listener's entry: ``POST /publish`` here, the rest to ``app``."""
+def publish_route(ctx: AppContext) -> Route:
+    """``POST /publish`` for the admin listener's :class:`~service.web.router.Router`."""
 
-    def __init__(self, app: web.Application, ctx: AppContext) -> None:
-        self.app = app
-        self.ctx = ctx
+    def route(conn: httputil.HTTPConnection, _fallback: Fallback) -> PublishRequest:
+        return PublishRequest(ctx, conn)
 
-    def start_request(
-        self, server_conn: object, request_conn: httputil.HTTPConnection
-    ) -> httputil.HTTPMessageDelegate:
-        return _Dispatch(self, server_conn, request_conn)
-
-    def on_close(self, server_conn: object) -> None:
-        self.app.on_close(server_conn)
-
-
-class _Dispatch(httputil.HTTPMessageDelegate):
-    """Chooses the request's handler once its start line is known."""
-
-    __slots__ = ("delegate", "request_conn", "router", "server_conn")
-
-    def __init__(
-        self, router: AdminRouter, server_conn: object, request_conn: httputil.HTTPConnection
-    ) -> None:
-        self.router = router
-        self.server_conn = server_conn
-        self.request_conn = request_conn
-        self.delegate: httputil.HTTPMessageDelegate | None = None
-
-    def headers_received(
-        self,
-        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
-        headers: httputil.HTTPHeaders,
-    ) -> Any:
-        assert isinstance(start_line, httputil.RequestStartLine)
-        if start_line.method == "POST" and start_line.path.partition("?")[0] == PATH:
-            self.delegate = PublishRequest(self.router.ctx, self.request_conn)
-        else:
-            self.delegate = self.router.app.start_request(self.server_conn, self.request_conn)
-        return self.delegate.headers_received(start_line, headers)
-
-    def data_received(self, chunk: bytes) -> Any:
-        assert self.delegate is not None
-        return self.delegate.data_received(chunk)
-
-    def finish(self) -> None:
-        assert self.delegate is not None
-        self.delegate.finish()
-
-    def on_connection_close(self) -> None:
-        if self.delegate is not None:
-            self.delegate.on_connection_close()
+    return route
 
 
 class PublishRequest(httputil.HTTPMessageDelegate):

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+from collections.abc import Callable
 from typing import Any
 
+from tornado.iostream import IOStream
+
 from service import sse
+from service.config import Settings
 from service.consumers.connection import SseConnection
 from service.consumers.consumer import Consumer, consumer_id_problem, topic_problem
 from service.consumers.manager import ConsumerExists, TooManyConsumers
+from service.context import AppContext
 from service.log import get_logger
 from service.web.base import ApiError, BaseHandler, http_date, is_ascii_number
 
@@ -40,13 +45,41 @@ def topic_allowed(topic: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(topic, pattern) for pattern in patterns)
 
 
+def cors_headers(origin: str | None, settings: Settings) -> dict[str, str]:
+    """The CORS headers a stream or an error answer carries for ``origin``."""
+    if origin and origin in settings.cors_origins:
+        return {
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Allow-Credentials": "true",
+            "Vary": "Origin",
+        }
+    return {}
+
+
+def requested_topics(values: list[bytes] | None) -> list[str]:
+    """The ``topics=a,b`` query argument, checked whether or not a consumer is created from it.
+
+    Read raw: Tornado's argument helpers strip whitespace and turn control
+    characters into spaces, which would subscribe to a different topic.
+    """
+    if not values:
+        return []
+    try:
+        topics = [t for t in values[-1].decode("utf-8").split(",") if t]
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "bad-topic", "topics are not valid UTF-8") from exc
+    for topic in topics:
+        problem = topic_problem(topic)
+        if problem:
+            raise ApiError(400, "bad-topic", f"{topic!r}: {problem}")
+    return topics
+
+
 class CorsMixin(BaseHandler):
     def set_cors_headers(self) -> None:
         origin = self.request.headers.get("Origin")
-        if origin and origin in self.ctx.settings.cors_origins:
-            self.set_header("Access-Control-Allow-Origin", origin)
-            self.set_header("Access-Control-Allow-Credentials", "true")
-            self.set_header("Vary", "Origin")
+        for name, value in cors_headers(origin, self.ctx.settings).items():
+            self.set_header(name, value)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         # send_error clears headers; without these a browser cannot read the error.
@@ -89,28 +122,9 @@ class StreamHandler(CorsMixin):
         header_id = event_id(self.request.headers.get("Last-Event-ID", "").strip())
         return query_id if header_id is None else header_id
 
-    def _topics(self) -> list[str]:
-        """``topics=a,b``, checked whether or not a consumer is created from it.
-
-        Read raw: Tornado's argument helpers strip whitespace and turn control
-        characters into spaces, which would subscribe to a different topic.
-        """
-        values = self.request.query_arguments.get("topics")
-        if not values:
-            return []
-        try:
-            topics = [t for t in values[-1].decode("utf-8").split(",") if t]
-        except UnicodeDecodeError as exc:
-            raise ApiError(400, "bad-topic", "topics are not valid UTF-8") from exc
-        for topic in topics:
-            problem = topic_problem(topic)
-            if problem:
-                raise ApiError(400, "bad-topic", f"{topic!r}: {problem}")
-        return topics
-
     async def _find_consumer(self) -> Consumer:
         consumer_id = self.get_query_argument("id", None)
-        topics = self._topics()
+        topics = requested_topics(self.request.query_arguments.get("topics"))
         manager = self.ctx.manager
         if consumer_id:
             consumer = manager.get(consumer_id)
@@ -132,79 +146,105 @@ class StreamHandler(CorsMixin):
     # --- the stream -------------------------------------------------------------------
 
     def _start_stream(self, consumer: Consumer, last_event_id: int | None) -> None:
-        ctx = self.ctx
-        settings = ctx.settings
-        remote_ip = self.remote_ip
-        user_agent = self.request.headers.get("User-Agent", "")
-        head = self._response_head()
-        self.ctx.metrics.http_requests.labels(self.name, "200").inc()
-        iostream = self.detach()
-
-        def on_close(conn: SseConnection, reason: str) -> None:
-            ctx.manager.detach(consumer, conn)
-            ctx.metrics.connections.dec()
-            ctx.metrics.connections_closed.labels(reason).inc()
-            ctx.metrics.stream_duration.observe(conn.duration)
-            if reason == "slow_reader":
-                ctx.metrics.slow_consumer_disconnects.inc()
-            log.info("stream.closed", consumer_id=consumer.id, **conn.as_log())
-
-        conn = SseConnection(iostream, settings.max_write_buffer, ctx.manager.batcher, on_close)
-        frames, gap = ctx.manager.attach(consumer, conn, last_event_id)
-        ctx.metrics.connections.inc()
-        ctx.metrics.connections_opened.inc()
-        log.info(
-            "stream.opened",
-            consumer_id=consumer.id,
-            remote_ip=remote_ip,
-            user_agent=user_agent,
-            last_event_id=last_event_id,
-            replayed=len(frames),
+        headers = self.request.headers
+        start_stream(
+            self.ctx,
+            consumer,
+            last_event_id,
+            version=self.request.version,
+            cors=cors_headers(headers.get("Origin"), self.ctx.settings),
+            remote_ip=self.remote_ip,
+            user_agent=headers.get("User-Agent", ""),
+            detach=self.detach,
         )
-        parts = [
-            head,
-            sse.retry_frame(int(settings.retry * 1000)),
-            self._info(consumer, last_event_id),
-        ]
-        if gap is not None:
-            first, lost = gap
-            parts.append(
-                sse.error_frame(
-                    sse.RESUME_GAP,
-                    f"{lost} message(s) were dropped from the buffer; resuming at id {first}",
-                    first_available_id=first,
-                    lost=lost,
-                )
+
+
+def start_stream(
+    ctx: AppContext,
+    consumer: Consumer,
+    last_event_id: int | None,
+    *,
+    version: str,
+    cors: dict[str, str],
+    remote_ip: str,
+    user_agent: str,
+    detach: Callable[[], IOStream],
+) -> None:
+    """Take the socket from Tornado, attach it to ``consumer`` and write the opening.
+
+    The opening is the response head, the retry and info frames, a gap error
+    when the buffer no longer reaches ``last_event_id``, and the replay.
+    """
+    settings = ctx.settings
+    iostream = detach()
+    if iostream.closed():  # the client left while its consumer was found or created
+        return
+    head = _response_head(version, cors)
+    ctx.metrics.http_requests.labels(StreamHandler.name, "200").inc()
+
+    def on_close(conn: SseConnection, reason: str) -> None:
+        ctx.manager.detach(consumer, conn)
+        ctx.metrics.connections.dec()
+        ctx.metrics.connections_closed.labels(reason).inc()
+        ctx.metrics.stream_duration.observe(conn.duration)
+        if reason == "slow_reader":
+            ctx.metrics.slow_consumer_disconnects.inc()
+        log.info("stream.closed", consumer_id=consumer.id, **conn.as_log())
+
+    conn = SseConnection(iostream, settings.max_write_buffer, ctx.manager.batcher, on_close)
+    frames, gap = ctx.manager.attach(consumer, conn, last_event_id)
+    ctx.metrics.connections.inc()
+    ctx.metrics.connections_opened.inc()
+    log.info(
+        "stream.opened",
+        consumer_id=consumer.id,
+        remote_ip=remote_ip,
+        user_agent=user_agent,
+        last_event_id=last_event_id,
+        replayed=len(frames),
+    )
+    parts = [
+        head,
+        sse.retry_frame(int(settings.retry * 1000)),
+        _info_frame(settings, consumer),
+    ]
+    if gap is not None:
+        first, lost = gap
+        parts.append(
+            sse.error_frame(
+                sse.RESUME_GAP,
+                f"{lost} message(s) were dropped from the buffer; resuming at id {first}",
+                first_available_id=first,
+                lost=lost,
             )
-        replay_bytes = sum(len(frame) for frame in frames)
-        conn.send_initial(b"".join(parts + frames), len(frames), replay_bytes)
+        )
+    replay_bytes = sum(len(frame) for frame in frames)
+    conn.send_initial(b"".join(parts + frames), len(frames), replay_bytes)
 
-    def _response_head(self) -> bytes:
-        headers = {
-            "Content-Type": "text/event-stream; charset=utf-8",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-            "Connection": "close",
-            "Date": http_date(),
-        }
-        for name in ("Access-Control-Allow-Origin", "Access-Control-Allow-Credentials", "Vary"):
-            value = self._headers.get(name)
-            if value:
-                headers[name] = value
-        lines = [f"{self.request.version} 200 OK"] + [f"{k}: {v}" for k, v in headers.items()]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
-    def _info(self, consumer: Consumer, last_event_id: int | None) -> bytes:
-        settings = self.ctx.settings
-        config = {
-            "consumer_id": consumer.id,
-            "consumer_ttl_millis": int(settings.consumer_ttl * 1000),
-            "heartbeat_millis": int(settings.heartbeat * 1000),
-            "retry_millis": int(settings.retry * 1000),
-            "event_name": settings.event_name,
-            "last_event_id": consumer.last_id,
-        }
-        return sse.info_frame(config, sorted(consumer.topics))
+def _response_head(version: str, cors: dict[str, str]) -> bytes:
+    headers = {
+        "Content-Type": "text/event-stream; charset=utf-8",
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",
+        "Connection": "close",
+        "Date": http_date(),
+        **cors,
+    }
+    lines = [f"{version} 200 OK"] + [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _info_frame(settings: Settings, consumer: Consumer) -> bytes:
+    config = {
+        "consumer_id": consumer.id,
+        "consumer_ttl_millis": int(settings.consumer_ttl * 1000),
+        "heartbeat_millis": int(settings.heartbeat * 1000),
+        "retry_millis": int(settings.retry * 1000),
+        "event_name": settings.event_name,
+        "last_event_id": consumer.last_id,
+    }
+    return sse.info_frame(config, sorted(consumer.topics))
 
 
 class ClientSubscriptionHandler(CorsMixin):

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from service.consumers.publish import AdminRouter
+from service.web.router import Router
 from tests.support import (
     DEFAULT_TIMEOUT,
     Running,
@@ -45,7 +45,7 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, st
 
 
 async def test_the_admin_listener_is_served_through_the_router(server: Running) -> None:
-    assert server.server._servers[1].request_callback.__class__ is AdminRouter
+    assert server.server._servers[1].request_callback.__class__ is Router
 
 
 async def test_publish_and_other_routes_share_one_keep_alive_connection(server: Running) -> None:
