@@ -7,6 +7,7 @@ can be measured before and after on the same machine::
     python -m bench.costs                       # this checkout
     python -m bench.costs --root ../other-tree  # another checkout, same load
     python -m bench.costs --nchan               # nchan's publish cost beside it
+    python -m bench.costs --floors              # do-nothing servers (bench/floors.py)
 
 Each server runs pinned to core 0, the load to core 1 (as in ``make bench``).
 A publish is ``POST /publish?topic=`` (64-byte body, 100 topics, no streams)
@@ -25,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench.floors import KINDS as FLOORS
+
 _PUBLISHES = 20_000
 _CONNECTS = 10_000
 
@@ -32,16 +35,23 @@ _CONNECTS = 10_000
 def _measure(root: Path, what: str, count: int, server: str) -> float:
     """Run one measurement in a fresh interpreter whose imports come from ``root``."""
     code = f"""
-import os, sys, time
+import os, resource, sys, time
 sys.path.insert(0, {str(root)!r})
 os.sched_setaffinity(0, {{1}})
-from bench.servers import Unifrost, Nchan
+_soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+from bench.servers import Nchan, Unifrost
 from bench.publisher import Publisher
 from bench.loadgen import LoadGenerator
 
 def main():
-    cls = Nchan if {server!r} == "nchan" else Unifrost
-    with cls(1, 0, 20000) as srv:
+    kind, _, floor = {server!r}.partition(":")
+    if floor:
+        from bench.servers import Floor
+        srv = Floor(floor, 1, 0, 20000)
+    else:
+        srv = Nchan(1, 0, 20000) if kind == "nchan" else Unifrost(1, 0, 20000)
+    with srv:
         time.sleep(0.5)
         if {what!r} == "publish":
             topics = [f"t{{i}}" for i in range(100)]
@@ -76,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", action="append", type=Path, help="a checkout to measure")
     parser.add_argument("--nchan", action="store_true", help="measure nchan's publish too")
+    parser.add_argument(
+        "--floors", action="store_true", help="measure the do-nothing servers of bench/floors.py"
+    )
     parser.add_argument("--repeat", type=int, default=2, help="runs of each measurement")
     args = parser.parse_args(argv)
     here = Path(__file__).resolve().parent.parent
@@ -88,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
                 _add(rows, f"unifrost {root}", what, value)
         if args.nchan:
             _add(rows, "nchan", "publish", _measure(here, "publish", _PUBLISHES, "nchan"))
+        for kind in FLOORS if args.floors else ():
+            for what, count in (("publish", _PUBLISHES), ("connect", _CONNECTS)):
+                value = _measure(here, what, count, f"floor:{kind}")
+                _add(rows, f"floor: {kind}", what, value)
     print(f"{'server':<60} {'what':<8} µs of server CPU each (runs)")
     for name, what, values in rows:
         runs = ", ".join(f"{v:.0f}" for v in values)

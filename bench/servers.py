@@ -163,6 +163,26 @@ class ServerSet(ABC):
         self.stop()
 
 
+class Floor(ServerSet):
+    """One of the do-nothing servers of ``bench/floors.py`` (per-layer costs)."""
+
+    name = "floor"
+    protocol = StreamProtocol(path="/events?topic={topic}", resume_path="/events?topic={topic}")
+
+    def __init__(self, kind: str, processes: int, cpu: int | None, fd_limit: int) -> None:
+        super().__init__(processes, cpu, fd_limit)
+        self.kind = kind
+
+    def start(self) -> None:
+        port = free_port()
+        argv = [sys.executable, "-m", "bench.floors", self.kind, str(port)]
+        proc = subprocess.Popen(self.command(argv), cwd=ROOT, stdout=subprocess.DEVNULL)
+        self.procs.append(proc)
+        wait_for_port(port, proc, f"floor {self.kind}")
+        self.stream_ports = [port]
+        self.publish_port = port
+
+
 #: The environment unifrost is benchmarked with (memory broker, auto-created
 #: consumers subscribing themselves with ``?topics=``).
 UNIFROST_ENV = {
