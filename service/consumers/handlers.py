@@ -104,8 +104,9 @@ class SubscriptionsHandler(ConsumerResource):
 class PublishHandler(AdminHandler):
     """``/publish`` for every method but POST: 405 (after the token check).
 
-    ``POST /publish`` never reaches the application: :class:`~service.consumers.publish.AdminRouter`
-    answers it before routing (see that module for why).
+    ``POST /publish`` never reaches the application: the listener's
+    :class:`~service.web.router.Router` gives it to
+    :class:`~service.consumers.publish.PublishRequest` (see those modules for why).
     """
 
     name = "publish"
