@@ -162,6 +162,9 @@ class EventsRequest(httputil.HTTPMessageDelegate):
             # Nothing is written yet: the handler tries again and answers (429, 500).
             self._pass_on()
             return
+        if self.ctx.state.draining:  # began while the consumer was created: the handler's 503
+            self._pass_on()
+            return
         self._start(consumer, last_event_id)
 
     def _start(self, consumer: Consumer, last_event_id: int | None) -> None:

@@ -262,3 +262,18 @@ async def test_a_consumer_limit_reached_meanwhile_is_answered(
         assert len(running.manager) == 1
         first.close()
         second.close()
+
+
+async def test_draining_that_begins_while_a_consumer_is_created(
+    open_server: Running, handler_calls: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow_create(monkeypatch, 0.2)
+    opening = asyncio.ensure_future(open_stream(open_server, "topics=news"))
+    await until(lambda: open_server.manager.connected_count == 0 and not opening.done())
+    await asyncio.sleep(0.05)
+    open_server.server.ctx.state.draining = True  # type: ignore[union-attr]
+    client = await opening
+    assert client.status == 503
+    assert handler_calls == ["/events?topics=news"]
+    client.close()
+    open_server.server.ctx.state.draining = False  # type: ignore[union-attr]
