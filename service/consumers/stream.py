@@ -1,9 +1,14 @@
 """``GET /events``: open an SSE stream for a consumer.
 
-The handler validates the request with ordinary JSON errors, then takes the
-socket over from Tornado's HTTP layer (as WebSocket handlers do), writes the
-response head itself and hands the socket to an :class:`SseConnection`. The
-body has no chunked framing: it simply ends when the connection closes.
+:class:`StreamHandler` validates the request with ordinary JSON errors, then
+:func:`start_stream` takes the socket over from Tornado's HTTP layer (as
+WebSocket handlers do), writes the response head itself and hands the socket to
+an :class:`SseConnection`. The body has no chunked framing: it simply ends when
+the connection closes.
+
+The standalone server opens plainly valid requests before routing
+(``service.consumers.events``) with the same checks and :func:`start_stream`;
+everything else, and every embedding application, goes through the handler.
 """
 
 from __future__ import annotations
