@@ -10,7 +10,7 @@ event id, no body, a server that is not draining.
 Every other request, and any failure before the stream has started, is handed
 to :class:`~service.consumers.stream.StreamHandler` unchanged, which answers it
 as it answers requests in an embedding application. The two share the checks
-(``requested_topics``, ``event_id``, ``topic_allowed``) and the code that
+(``requested_topics``, ``resume_after``, ``check_may_create``) and the code that
 starts the stream (``start_stream``), so a stream opened either way is the same.
 """
 
@@ -26,11 +26,11 @@ from tornado.http1connection import HTTP1Connection
 
 from service.consumers.consumer import Consumer
 from service.consumers.stream import (
+    check_may_create,
     cors_headers,
-    event_id,
     requested_topics,
+    resume_after,
     start_stream,
-    topic_allowed,
 )
 from service.context import AppContext
 from service.web.base import ApiError
@@ -119,31 +119,20 @@ class EventsRequest(httputil.HTTPMessageDelegate):
         )
         try:
             topics = requested_topics(arguments.get("topics"))
+            query_ids = arguments.get("last_event_id")
+            last_event_id = resume_after(
+                query_ids[-1].decode("latin-1") if query_ids else None,
+                self.headers.get("Last-Event-ID", ""),
+            )
+            ids = arguments.get("id")
+            if ids is None:
+                check_may_create(ctx.settings, topics)
+                return None, topics, last_event_id
         except ApiError:
+            return None  # the handler answers it
+        if not _PLAIN_ID.fullmatch(ids[-1]):
             return None
-        last_event_id = None
-        query_ids = arguments.get("last_event_id")
-        if query_ids:
-            last_event_id = event_id(query_ids[-1].decode("latin-1"))
-            if last_event_id is None:
-                return None
-        header_id = event_id(self.headers.get("Last-Event-ID", "").strip())
-        if header_id is not None:
-            last_event_id = header_id  # as in StreamHandler: the header wins
-        ids = arguments.get("id")
-        if ids:
-            if not _PLAIN_ID.fullmatch(ids[-1]):
-                return None
-            return ids[-1].decode("ascii"), topics, last_event_id
-        settings = ctx.settings
-        limit = ctx.manager.policy.max_consumers
-        if (
-            not settings.auto_create_consumers
-            or (limit is not None and len(ctx.manager) >= limit)
-            or not all(topic_allowed(t, settings.client_subscriptions.allow) for t in topics)
-        ):
-            return None
-        return None, topics, last_event_id
+        return ids[-1].decode("ascii"), topics, last_event_id
 
     def _pass_on(self) -> None:
         """Let the application answer this request, as if it had gone there first."""
@@ -159,7 +148,8 @@ class EventsRequest(httputil.HTTPMessageDelegate):
         try:
             consumer, _errors = await self.ctx.manager.create(topics=topics)
         except Exception:
-            # Nothing is written yet: the handler tries again and answers (429, 500).
+            # Nothing is written yet (e.g. the consumer limit is reached): the handler
+            # tries again and answers (429, 500).
             self._pass_on()
             return
         if self.ctx.state.draining:  # began while the consumer was created: the handler's 503

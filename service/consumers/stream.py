@@ -80,6 +80,32 @@ def requested_topics(values: list[bytes] | None) -> list[str]:
     return topics
 
 
+def resume_after(query: str | None, header: str) -> int | None:
+    """The event id a stream resumes after, from ``?last_event_id=`` and ``Last-Event-ID``.
+
+    Raises:
+        ApiError: 400 for a malformed ``last_event_id``, whatever the header says.
+    """
+    query_id = None if query is None else event_id(query)
+    if query is not None and query_id is None:
+        raise ApiError(400, "bad-request", f"last_event_id must be an integer 0-{MAX_EVENT_ID}")
+    # The browser echoes the id we sent; anything else is not ours, so ignore it.
+    # A browser reconnecting by itself keeps the URL (and any last_event_id
+    # it was opened with) and sends the newer Last-Event-ID: the header wins.
+    header_id = event_id(header.strip())
+    return query_id if header_id is None else header_id
+
+
+def check_may_create(settings: Settings, topics: list[str]) -> None:
+    """Raise unless a stream without a consumer id may create one for ``topics``."""
+    if not settings.auto_create_consumers:
+        raise ApiError(400, "bad-request", "missing consumer id (?id=...)")
+    allow = settings.client_subscriptions.allow
+    for topic in topics:
+        if not topic_allowed(topic, allow):
+            raise ApiError(403, "forbidden", f"topic {topic!r} is not allowed for clients")
+
+
 class CorsMixin(BaseHandler):
     def set_cors_headers(self) -> None:
         origin = self.request.headers.get("Origin")
@@ -116,16 +142,10 @@ class StreamHandler(CorsMixin):
     # --- request checks ---------------------------------------------------------------
 
     def _last_event_id(self) -> int | None:
-        # A malformed last_event_id is a bad request, whatever the header says.
-        query = self.get_query_argument("last_event_id", None)
-        query_id = None if query is None else event_id(query)
-        if query is not None and query_id is None:
-            raise ApiError(400, "bad-request", f"last_event_id must be an integer 0-{MAX_EVENT_ID}")
-        # The browser echoes the id we sent; anything else is not ours, so ignore it.
-        # A browser reconnecting by itself keeps the URL (and any last_event_id
-        # it was opened with) and sends the newer Last-Event-ID: the header wins.
-        header_id = event_id(self.request.headers.get("Last-Event-ID", "").strip())
-        return query_id if header_id is None else header_id
+        return resume_after(
+            self.get_query_argument("last_event_id", None),
+            self.request.headers.get("Last-Event-ID", ""),
+        )
 
     async def _find_consumer(self) -> Consumer:
         consumer_id = self.get_query_argument("id", None)
@@ -136,12 +156,7 @@ class StreamHandler(CorsMixin):
             if consumer is None:
                 raise ApiError(404, "not-found", "unknown or expired consumer id")
             return consumer
-        if not self.ctx.settings.auto_create_consumers:
-            raise ApiError(400, "bad-request", "missing consumer id (?id=...)")
-        allow = self.ctx.settings.client_subscriptions.allow
-        for topic in topics:
-            if not topic_allowed(topic, allow):
-                raise ApiError(403, "forbidden", f"topic {topic!r} is not allowed for clients")
+        check_may_create(self.ctx.settings, topics)
         try:
             consumer, _errors = await manager.create(topics=topics)
         except TooManyConsumers as exc:
