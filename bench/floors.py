@@ -7,9 +7,12 @@ nothing else: no consumer, no fan-out, no log line. Measured like unifrost by
 the layer it is served on rather than the service's own work:
 
 * ``asyncio`` — an ``asyncio.Protocol`` on the event loop, no HTTP library;
+* ``peek`` — Tornado's ``TCPServer`` accepting, then the socket read directly
+  from an event-loop reader (peek, then consume), no HTTP library: the layer
+  unifrost's front door (``service/web/front.py``) answers both requests on;
 * ``iostream`` — Tornado's ``TCPServer`` and ``IOStream``, no HTTP library;
 * ``http`` — Tornado's ``HTTPServer`` (``HTTP1Connection``) with a bare
-  ``HTTPMessageDelegate``: the layer unifrost answers both requests on;
+  ``HTTPMessageDelegate``: the layer of every request the front hands on;
 * ``web`` — a Tornado ``Application`` with a ``RequestHandler`` per route.
 
 Run one by hand with ``python -m bench.floors KIND PORT``.
@@ -18,12 +21,13 @@ Run one by hand with ``python -m bench.floors KIND PORT``.
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 from typing import Any
 
 from tornado import httpserver, httputil, iostream, tcpserver, web
 
-KINDS = ("asyncio", "iostream", "http", "web")
+KINDS = ("asyncio", "peek", "iostream", "http", "web")
 
 _STREAM_HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
@@ -72,6 +76,41 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         _streams.discard(self)
+
+
+class _PeekServer(tcpserver.TCPServer):
+    """Reads requests from the socket itself; a stream's socket then goes to its IOStream."""
+
+    def handle_stream(self, stream: iostream.IOStream, address: Any) -> None:
+        sock = stream.socket
+        loop = asyncio.get_running_loop()
+        fd = sock.fileno()
+
+        def readable() -> None:
+            try:
+                data = sock.recv(65536, socket.MSG_PEEK)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                loop.remove_reader(fd)
+                stream.close()
+                return
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            size = end + 4 + _body_length(data[:end])
+            if len(data) < size:
+                return
+            sock.recv(size)
+            if data.startswith(b"GET "):
+                loop.remove_reader(fd)
+                _open(stream)
+            else:
+                sock.send(_ACCEPTED)
+
+        loop.add_reader(fd, readable)
 
 
 class _StreamServer(tcpserver.TCPServer):
@@ -139,6 +178,8 @@ async def serve(kind: str, port: int) -> None:
     if kind == "asyncio":
         loop = asyncio.get_running_loop()
         await loop.create_server(_Protocol, "127.0.0.1", port, backlog=4096)
+    elif kind == "peek":
+        _PeekServer().listen(port, "127.0.0.1", backlog=4096)
     elif kind == "iostream":
         _StreamServer().listen(port, "127.0.0.1", backlog=4096)
     elif kind == "http":

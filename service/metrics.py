@@ -7,6 +7,8 @@ the increment, never once per delivery.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -183,3 +185,25 @@ class Metrics:
             self.consumers_evicted.labels(reason)
         for reason in DROP_REASONS:
             self.messages_dropped.labels(reason)
+        self._request_counts: dict[tuple[str, int], Any] = {}
+        self._request_durations: dict[str, Any] = {}
+
+    def count_request(self, handler: str, status: int, seconds: float | None = None) -> None:
+        """One answered request: ``http_requests_total`` and, unless None, its duration.
+
+        Publishes and stream openings come thousands a second; looking their
+        labelled series up once, not per request, saves a lock and a check each.
+        """
+        count = self._request_counts.get((handler, status))
+        if count is None:
+            count = self._request_counts[(handler, status)] = self.http_requests.labels(
+                handler, str(status)
+            )
+        count.inc()
+        if seconds is not None:
+            duration = self._request_durations.get(handler)
+            if duration is None:
+                duration = self._request_durations[handler] = self.http_request_duration.labels(
+                    handler
+                )
+            duration.observe(seconds)

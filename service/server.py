@@ -8,7 +8,6 @@ import signal
 import socket
 from typing import Any
 
-from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from service import __version__
@@ -22,6 +21,7 @@ from service.log import get_logger
 from service.metrics import Metrics
 from service.web.base import JSON_BODY_LIMIT
 from service.web.demo import run_demo_publisher
+from service.web.front import FrontServer
 
 log = get_logger("unifrost.server")
 
@@ -57,7 +57,7 @@ class Server:
         self.ctx: AppContext | None = None
         self.public_port = 0
         self.admin_port = 0
-        self._servers: list[HTTPServer] = []
+        self._servers: list[FrontServer] = []
         self._demo: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
@@ -87,7 +87,7 @@ class Server:
     def _listen(self, app: Any, address: Address, body_limit: int) -> int:
         # Streams are long-lived: no idle timeout on the connection itself;
         # heartbeats find dead peers.
-        server = HTTPServer(app, max_body_size=body_limit, idle_connection_timeout=3600)
+        server = FrontServer(app, max_body_size=body_limit, idle_connection_timeout=3600)
         sockets = bind_sockets(
             address.port, address.host, family=socket.AF_UNSPEC, backlog=LISTEN_BACKLOG
         )

@@ -2,10 +2,11 @@
 
 Opening a stream is the request a fleet of browsers makes all at once after a
 deploy or a network blip, and Tornado's routing and ``RequestHandler`` cost as
-much again as its HTTP parsing. So :class:`EventsRequest` (routed by
-:class:`~service.web.router.Router`) opens the plainly valid requests itself: a
-known consumer id, or topics to create a consumer from, a well-formed or absent
-event id, no body, a server that is not draining.
+much again as its HTTP parsing. So :class:`EventsRequest` (given the request by
+the listener's :class:`~service.web.front.FrontServer`, or by the
+:class:`~service.web.router.Router` when Tornado read it) opens the plainly
+valid requests itself: a known consumer id, or topics to create a consumer
+from, a well-formed or absent event id, no body, a server that is not draining.
 
 Every other request, and any failure before the stream has started, is handed
 to :class:`~service.consumers.stream.StreamHandler` unchanged, which answers it
@@ -19,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable
+from typing import Protocol, cast
 
 from tornado import httputil
 from tornado.escape import parse_qs_bytes
-from tornado.http1connection import HTTP1Connection
+from tornado.iostream import IOStream
 
 from service.consumers.consumer import Consumer
 from service.consumers.stream import (
@@ -42,12 +44,19 @@ from service.web.router import Fallback, Route
 _PLAIN_ID = re.compile(rb"[A-Za-z0-9._~-]{1,128}")
 
 
+class StreamConnection(Protocol):
+    """A connection a stream can take over: Tornado's ``HTTP1Connection``, or the front's."""
+
+    context: object
+
+    def detach(self) -> IOStream: ...
+
+
 def events_route(ctx: AppContext) -> Route:
     """``GET /events`` for the public listener's :class:`~service.web.router.Router`."""
 
     def route(conn: httputil.HTTPConnection, fallback: Fallback) -> EventsRequest:
-        assert isinstance(conn, HTTP1Connection)
-        return EventsRequest(ctx, conn, fallback)
+        return EventsRequest(ctx, cast(StreamConnection, conn), fallback)
 
     return route
 
@@ -57,7 +66,7 @@ class EventsRequest(httputil.HTTPMessageDelegate):
 
     __slots__ = ("conn", "ctx", "delegate", "fallback", "headers", "opening", "start_line")
 
-    def __init__(self, ctx: AppContext, conn: HTTP1Connection, fallback: Fallback) -> None:
+    def __init__(self, ctx: AppContext, conn: StreamConnection, fallback: Fallback) -> None:
         self.ctx = ctx
         self.conn = conn
         self.fallback = fallback

@@ -2,8 +2,10 @@
 
 A publish is the one control-API call made once per message, so its fixed
 cost bounds throughput whenever a message reaches only a few streams, so it is
-answered below Tornado's routing (:class:`~service.web.router.Router`), by
-:class:`PublishRequest`, without a ``RequestHandler``.
+answered by :class:`PublishRequest`, without a ``RequestHandler``: read straight
+from the socket by the admin listener's :class:`~service.web.front.FrontServer`
+when it is plain, through Tornado's HTTP layer and the
+:class:`~service.web.router.Router` otherwise.
 
 The answers are the control API's: the bearer token is checked first, then
 the body limits (a declared body far over ``max_message_bytes`` is refused
@@ -184,9 +186,7 @@ class PublishRequest(httputil.HTTPMessageDelegate):
 
     def _record(self, status: int) -> None:
         elapsed = time.perf_counter() - self.started
-        metrics = self.ctx.metrics
-        metrics.http_requests.labels("publish", str(status)).inc()
-        metrics.http_request_duration.labels("publish").observe(elapsed)
+        self.ctx.metrics.count_request("publish", status, elapsed)
         context = getattr(self.conn, "context", None)
         peer = getattr(context, "remote_ip", "") or ""
         log.info(

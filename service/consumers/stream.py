@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -197,10 +198,11 @@ def start_stream(
     """
     settings = ctx.settings
     iostream = detach()
-    if iostream.closed():  # the client left while its consumer was found or created
+    if _client_gone(iostream):  # e.g. while its consumer was being created
+        iostream.close()
         return
     head = _response_head(version, cors)
-    ctx.metrics.http_requests.labels(StreamHandler.name, "200").inc()
+    ctx.metrics.count_request(StreamHandler.name, 200)
 
     def on_close(conn: SseConnection, reason: str) -> None:
         ctx.manager.detach(consumer, conn)
@@ -240,6 +242,18 @@ def start_stream(
         )
     replay_bytes = sum(len(frame) for frame in frames)
     conn.send_initial(b"".join(parts + frames), len(frames), replay_bytes)
+
+
+def _client_gone(iostream: IOStream) -> bool:
+    """Whether the client has hung up (nothing may be watching the socket before the stream)."""
+    if iostream.closed():
+        return True
+    try:
+        return iostream.socket.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False  # connected, nothing sent: the usual case
+    except OSError:
+        return True
 
 
 def _response_head(version: str, cors: dict[str, str]) -> bytes:

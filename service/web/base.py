@@ -225,9 +225,7 @@ class BaseHandler(web.RequestHandler):
     def on_finish(self) -> None:
         status = self.get_status()
         elapsed = self.request.request_time()
-        metrics = self.ctx.metrics
-        metrics.http_requests.labels(self.name, str(status)).inc()
-        metrics.http_request_duration.labels(self.name).observe(elapsed)
+        self.ctx.metrics.count_request(self.name, status, elapsed)
         if self.log_requests or status >= 500:
             log.info(
                 "http.request",

@@ -11,6 +11,10 @@ request to the application unchanged.
 
 A route may still pass its request on: it gets a ``fallback`` that starts the
 application's handling of the same request (see ``service.consumers.events``).
+
+The listener's :class:`~service.web.front.FrontServer` gives the same routes
+their plainly valid requests before Tornado's HTTP layer reads them at all;
+the ``Router`` serves the connections it hands on.
 """
 
 from __future__ import annotations

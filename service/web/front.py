@@ -1,0 +1,345 @@
+"""The listeners' front door: the hot requests are read straight from the socket.
+
+Tornado's HTTP layer (``HTTP1Connection`` over an ``IOStream``: a coroutine per
+request, a header timeout, futures for every read and write) costs several
+times what a publish or a stream opening does itself. :class:`FrontServer` is a
+Tornado ``HTTPServer`` that looks at each new connection before Tornado does:
+
+1. It watches the socket and, when bytes arrive, *peeks* at them (``MSG_PEEK``:
+   nothing is consumed) and parses them with ``httptools``.
+2. A complete, plainly valid HTTP/1.1 request for one of the
+   :class:`~service.web.router.Router`'s routes (``POST /publish``,
+   ``GET /events``) is consumed and given to the route's delegate, exactly as
+   Tornado would give it; the delegate answers through this connection (which
+   implements Tornado's ``HTTPConnection``). A publish connection stays here
+   for its next request.
+3. Anything else — another path, a body that has not fully arrived, chunked
+   bodies, ``Expect``/``Upgrade``, HTTP/1.0, a malformed request — is left
+   unread and the connection is handed to Tornado's ``HTTPServer`` for good,
+   which reads and answers it as if it had been there from the start.
+
+So the front adds no behaviour of its own: each request is answered by the same
+code either way, and Tornado remains the parser of record for everything
+unusual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httptools
+from tornado import httputil
+from tornado.concurrent import Future
+from tornado.httpserver import HTTPServer
+from tornado.iostream import IOStream
+
+from service.web.router import Router
+
+#: The most a request may take (head and body) to be answered at the front.
+PEEK_BYTES = 64 * 1024
+#: How often connections waiting for a request are checked against the idle timeout.
+_SWEEP_INTERVAL = 30.0
+#: Request headers that make a request Tornado's to handle.
+_UNUSUAL = frozenset((b"transfer-encoding", b"expect", b"upgrade"))
+
+
+class FrontServer(HTTPServer):
+    """An ``HTTPServer`` for a :class:`~service.web.router.Router` that serves its routes first."""
+
+    def initialize(self, request_callback: Any, *args: Any, **kwargs: Any) -> None:
+        super().initialize(request_callback, *args, **kwargs)
+        self.router: Router | None = (
+            request_callback if isinstance(request_callback, Router) else None
+        )
+        #: Connections the front holds, by the time they last finished a request.
+        self.fronts: dict[FrontConnection, float] = {}
+        self.idle_timeout = float(self.conn_params.header_timeout or 3600)
+        self.closing = False
+        self._sweeping: asyncio.TimerHandle | None = None
+
+    def handle_stream(self, stream: IOStream, address: Any) -> None:
+        if self.router is None or not self.router.routes or self.closing:
+            super().handle_stream(stream, address)
+            return
+        FrontConnection(self, self.router, stream, address).wait()
+        if self._sweeping is None:
+            self._schedule_sweep()
+
+    def pass_on(self, stream: IOStream, address: Any) -> None:
+        """Give a connection to Tornado's HTTP layer (its next request unread)."""
+        super().handle_stream(stream, address)
+
+    async def close_all_connections(self) -> None:
+        self.closing = True
+        for front in list(self.fronts):
+            front.close()
+        if self._sweeping is not None:
+            self._sweeping.cancel()
+        await super().close_all_connections()
+
+    def _schedule_sweep(self) -> None:
+        interval = min(_SWEEP_INTERVAL, self.idle_timeout / 2)
+        self._sweeping = asyncio.get_running_loop().call_later(interval, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close connections that have waited longer than the idle timeout for a request."""
+        oldest = time.monotonic() - self.idle_timeout
+        for front, since in list(self.fronts.items()):
+            if since < oldest and front.reading:
+                front.close()
+        self._schedule_sweep()
+
+
+class _Context:
+    """What handlers read from ``connection.context`` (as Tornado's own context)."""
+
+    __slots__ = ("address", "protocol", "remote_ip")
+
+    def __init__(self, address: Any) -> None:
+        self.address = address
+        is_ip = isinstance(address, tuple) and bool(address)
+        self.remote_ip = str(address[0]) if is_ip else "0.0.0.0"
+        self.protocol = "http"
+
+    def __str__(self) -> str:
+        return self.remote_ip
+
+
+class _Request:
+    """The first request of the peeked bytes, filled in by ``httptools``' callbacks."""
+
+    __slots__ = (
+        "body",
+        "complete",
+        "headers",
+        "keep_alive",
+        "method",
+        "parser",
+        "size",
+        "target",
+        "unusual",
+        "version",
+    )
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpRequestParser(self)
+        self.version = ""
+        self.target = ""
+        self.method = ""
+        self.headers = httputil.HTTPHeaders()
+        self.body = b""
+        self.size = 0
+        self.complete = False
+        self.unusual = False
+        self.keep_alive = True
+
+    @property
+    def route(self) -> tuple[str, str]:
+        return self.method, self.target.partition("?")[0]
+
+    def on_url(self, url: bytes) -> None:
+        self.target += url.decode("latin-1")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() in _UNUSUAL:
+            self.unusual = True
+        # As Tornado's own parser does: surrounding whitespace is not part of the value.
+        self.headers.add(name.decode("latin-1"), value.decode("latin-1").strip(" \t"))
+
+    def on_headers_complete(self) -> None:
+        # Read here: the parser forgets them once the message is complete.
+        self.method = self.parser.get_method().decode("ascii")
+        self.version = self.parser.get_http_version()
+        self.keep_alive = self.parser.should_keep_alive()
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+def _parse(data: bytes) -> _Request | None:
+    """The first request in ``data`` if it is complete, HTTP/1.1 and plain; else None.
+
+    The head is fed first and then exactly the body its ``Content-Length``
+    announces, so a pipelined request behind it is never parsed.
+    """
+    head_end = data.find(b"\r\n\r\n") + 4
+    if head_end < 4:
+        return None
+    request = _Request()
+    parser = request.parser
+    try:
+        parser.feed_data(data[:head_end])
+        if not request.complete and not request.unusual:
+            length = int(request.headers.get("Content-Length", "0"))
+            if head_end + length > len(data):
+                return None
+            parser.feed_data(data[head_end : head_end + length])
+    except (httptools.HttpParserError, httputil.HTTPInputError):
+        return None  # Tornado answers it
+    if not request.complete or request.unusual or request.version != "1.1":
+        return None
+    request.size = head_end + len(request.body)
+    return request
+
+
+class FrontConnection(httputil.HTTPConnection):
+    """One connection while the front serves it; Tornado's ``HTTPConnection`` for the answers."""
+
+    __slots__ = (
+        "_close_after",
+        "_close_callback",
+        "_detached",
+        "_out",
+        "address",
+        "context",
+        "fd",
+        "loop",
+        "reading",
+        "router",
+        "server",
+        "sock",
+        "stream",
+    )
+
+    def __init__(self, server: FrontServer, router: Router, stream: IOStream, address: Any) -> None:
+        self.server = server
+        self.router = router
+        self.stream = stream
+        self.address = address
+        self.sock: socket.socket = stream.socket
+        self.fd = self.sock.fileno()
+        self.loop = asyncio.get_running_loop()
+        self.context = _Context(address)
+        self.reading = False
+        self._detached = False
+        self._close_after = False
+        self._close_callback: Callable[[], None] | None = None
+        self._out: list[bytes] = []
+
+    # --- reading --------------------------------------------------------------------
+
+    def wait(self) -> None:
+        """Wait for the next request."""
+        self.server.fronts[self] = time.monotonic()
+        self.reading = True
+        self.loop.add_reader(self.fd, self._readable)
+
+    def _stop_reading(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.loop.remove_reader(self.fd)
+
+    def _readable(self) -> None:
+        try:
+            data = self.sock.recv(PEEK_BYTES, socket.MSG_PEEK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the client hung up between requests
+            self.close()
+            return
+        request = _parse(data)
+        route = None if request is None else self.router.routes.get(request.route)
+        if request is None or route is None:
+            self._pass_on()
+            return
+        self._stop_reading()
+        if len(self.sock.recv(request.size)) != request.size:  # the bytes were just peeked
+            self.close()
+            return
+        self._close_after = not request.keep_alive
+        start_line = httputil.RequestStartLine(request.method, request.target, "HTTP/1.1")
+        delegate = route(self, self._to_application)
+        delegate.headers_received(start_line, request.headers)
+        if request.body:
+            delegate.data_received(request.body)
+        delegate.finish()
+
+    def _to_application(self) -> httputil.HTTPMessageDelegate:
+        return self.router.app.start_request(self, self)
+
+    def _pass_on(self) -> None:
+        self._stop_reading()
+        self.server.fronts.pop(self, None)
+        self.server.pass_on(self.stream, self.address)
+
+    # --- answering (Tornado's HTTPConnection) ---------------------------------------
+
+    def write_headers(
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+        chunk: bytes | None = None,
+    ) -> Future[None]:
+        assert isinstance(start_line, httputil.ResponseStartLine)
+        framed = "Content-Length" in headers or start_line.code in (204, 304)
+        # Without a length the body ends when the connection does (no chunked framing here).
+        if not framed or headers.get("Connection", "").lower() == "close":
+            self._close_after = True
+        lines = [f"HTTP/1.1 {start_line.code} {start_line.reason}"]
+        lines += [f"{name}: {value}" for name, value in headers.get_all()]
+        if self._close_after and "Connection" not in headers:
+            lines.append("Connection: close")
+        self._out = [("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")]
+        return self.write(chunk or b"")
+
+    def write(self, chunk: bytes) -> Future[None]:
+        if chunk:
+            self._out.append(chunk)
+        done: Future[None] = Future()
+        done.set_result(None)
+        return done
+
+    def finish(self) -> None:
+        data = b"".join(self._out)
+        self._out = []
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.close()
+            return
+        if sent < len(data):
+            # The client is not reading its answers: let the IOStream buffer the rest.
+            writing = self.stream.write(memoryview(data)[sent:])
+            if self._close_after or self.server.closing:
+                self.server.fronts.pop(self, None)
+                writing.add_done_callback(lambda _f: self.stream.close())
+            else:
+                self._pass_on()
+            return
+        if self._close_after or self.server.closing:
+            self.close()
+        else:
+            self.wait()
+
+    def detach(self) -> IOStream:
+        """The connection leaves the front (an SSE stream takes the socket)."""
+        self._detached = True
+        self._stop_reading()
+        self.server.fronts.pop(self, None)
+        return self.stream
+
+    def set_close_callback(self, callback: Callable[[], None] | None) -> None:
+        self._close_callback = callback
+
+    def set_max_body_size(self, max_body_size: int) -> None:
+        """The whole body has been read already; the route applies its own limit."""
+
+    def close(self) -> None:
+        self._stop_reading()
+        self.server.fronts.pop(self, None)
+        if not self._detached:
+            self.stream.close()
+        callback, self._close_callback = self._close_callback, None
+        if callback is not None:
+            callback()

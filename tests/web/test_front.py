@@ -1,0 +1,290 @@
+"""The front door: plainly valid hot requests are answered straight from the socket.
+
+Every other request is left unread and the connection goes to Tornado's HTTP
+layer, which must answer it exactly as if the front were not there. These
+tests count the hand-overs (``FrontServer.pass_on``) so each case is known to
+take the path it claims, and check the answers and the messages delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from service.web.front import PEEK_BYTES, FrontServer
+from tests.consumers.test_publish_route import read_response, request
+from tests.support import DEFAULT_TIMEOUT, Running, running_server
+
+
+@pytest.fixture
+def passed_on(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """One entry per connection handed to Tornado's HTTP layer."""
+    calls: list[int] = []
+    original = FrontServer.pass_on
+
+    def counted(self: FrontServer, stream: Any, address: Any) -> None:
+        calls.append(1)
+        original(self, stream, address)
+
+    monkeypatch.setattr(FrontServer, "pass_on", counted)
+    yield calls
+
+
+async def exchange(running: Running, *payloads: bytes) -> list[tuple[int, dict[str, str], bytes]]:
+    """Write ``payloads`` one after another on one connection, each after the last answer."""
+    reader, writer = await asyncio.open_connection(*running.admin)
+    try:
+        answers = []
+        for payload in payloads:
+            writer.write(payload)
+            answers.append(await read_response(reader))
+        return answers
+    finally:
+        writer.close()
+
+
+async def received(running: Running, consumer_id: str) -> list[bytes]:
+    consumer = running.manager.get(consumer_id)
+    return [frame.split(b"data: ", 1)[1] for frame in consumer._frames]
+
+
+async def test_keep_alive_publishes_stay_at_the_front(
+    server: Running, passed_on: list[int]
+) -> None:
+    consumer_id = await server.create_consumer(["t"])
+    passed_on.clear()  # creating it was a control-API call
+    answers = await exchange(
+        server, *(request("POST", "/publish?topic=t", b"m%d" % n) for n in range(5))
+    )
+    assert [status for status, _h, _b in answers] == [202] * 5
+    assert answers[0][2] == b'{"topic": "t", "bytes": 2}'
+    assert "connection" not in answers[0][1]
+    assert passed_on == []
+    assert await received(server, consumer_id) == [b'["t","m%d"]\n\n' % n for n in range(5)]
+
+
+async def test_another_route_hands_the_connection_to_tornado(
+    server: Running, passed_on: list[int]
+) -> None:
+    consumer_id = await server.create_consumer(["t"])
+    passed_on.clear()  # creating it was a control-API call
+    answers = await exchange(
+        server,
+        request("POST", "/publish?topic=t", b"one"),
+        request("GET", f"/consumers/{consumer_id}"),
+        request("POST", "/publish?topic=t", b"two"),  # now through Tornado
+    )
+    assert [status for status, _h, _b in answers] == [202, 200, 202]
+    assert passed_on == [1]
+    assert await received(server, consumer_id) == [b'["t","one"]\n\n', b'["t","two"]\n\n']
+
+
+async def test_pipelined_requests_are_answered_in_order(
+    server: Running, passed_on: list[int]
+) -> None:
+    consumer_id = await server.create_consumer(["t"])
+    passed_on.clear()  # creating it was a control-API call
+    reader, writer = await asyncio.open_connection(*server.admin)
+    writer.write(
+        request("POST", "/publish?topic=t", b"one")
+        + request("POST", "/publish?topic=t", b"two")
+        + request("GET", "/healthz")
+        + request("POST", "/publish?topic=t", b"three")
+    )
+    statuses = [(await read_response(reader))[0] for _ in range(4)]
+    writer.close()
+    assert statuses == [202, 202, 200, 202]
+    assert passed_on == [1]  # at the health check
+    assert await received(server, consumer_id) == [
+        b'["t","one"]\n\n',
+        b'["t","two"]\n\n',
+        b'["t","three"]\n\n',
+    ]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        # HTTP/1.0
+        b"POST /publish?topic=t HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc",
+        # a chunked body
+        b"POST /publish?topic=t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\n\r\n",
+        # bare line feeds: Tornado's parser takes them, ours does not
+        b"POST /publish?topic=t HTTP/1.1\nHost: x\nContent-Length: 3\n\nabc",
+        # Expect: 100-continue
+        b"POST /publish?topic=t HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+        b"Expect: 100-continue\r\n\r\nabc",
+    ],
+    ids=["http-1.0", "chunked", "bare-lf", "expect"],
+)
+async def test_unusual_requests_are_tornados(
+    server: Running, passed_on: list[int], payload: bytes
+) -> None:
+    consumer_id = await server.create_consumer(["t"])
+    passed_on.clear()  # creating it was a control-API call
+    reader, writer = await asyncio.open_connection(*server.admin)
+    writer.write(payload)
+    status, _headers, _body = await read_response(reader)
+    if status == 100:
+        status, _headers, _body = await read_response(reader)
+    writer.close()
+    assert status == 202
+    assert passed_on == [1]
+    assert await received(server, consumer_id) == [b'["t","abc"]\n\n']
+
+
+async def test_a_malformed_request_gets_tornados_400(server: Running, passed_on: list[int]) -> None:
+    reader, writer = await asyncio.open_connection(*server.admin)
+    writer.write(b"POST /publish?topic=t HTTP/1.1\r\nBad Header: x\r\nContent-Length: 1\r\n\r\nx")
+    status, _headers, _body = await read_response(reader)
+    writer.close()
+    assert status == 400
+    assert passed_on == [1]
+
+
+async def test_a_request_that_arrives_in_pieces_is_tornados(
+    server: Running, passed_on: list[int]
+) -> None:
+    consumer_id = await server.create_consumer(["t"])
+    passed_on.clear()  # creating it was a control-API call
+    reader, writer = await asyncio.open_connection(*server.admin)
+    whole = request("POST", "/publish?topic=t", b"split")
+    writer.write(whole[:20])
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.write(whole[20:])
+    status, _headers, _body = await read_response(reader)
+    writer.close()
+    assert status == 202
+    assert passed_on == [1]
+    assert await received(server, consumer_id) == [b'["t","split"]\n\n']
+
+
+async def test_a_body_larger_than_the_front_reads_is_tornados(passed_on: list[int]) -> None:
+    async with running_server(max_message_bytes=4 * PEEK_BYTES) as running:
+        consumer_id = await running.create_consumer(["t"])
+        passed_on.clear()
+        body = b"x" * (2 * PEEK_BYTES)
+        answers = await exchange(running, request("POST", "/publish?topic=t", body))
+        assert answers[0][0] == 202
+        assert passed_on == [1]
+        assert await received(running, consumer_id) == [b'["t","%b"]\n\n' % body]
+
+
+async def test_connection_close_is_honoured(server: Running, passed_on: list[int]) -> None:
+    reader, writer = await asyncio.open_connection(*server.admin)
+    writer.write(request("POST", "/publish?topic=t", b"x", Connection="close"))
+    status, headers, _body = await read_response(reader)
+    assert (status, headers["connection"]) == (202, "close")
+    assert await asyncio.wait_for(reader.read(), DEFAULT_TIMEOUT) == b""
+    writer.close()
+    assert passed_on == []
+
+
+async def test_errors_at_the_front_are_the_routes_own(passed_on: list[int]) -> None:
+    async with running_server(max_message_bytes=100) as running:
+        answers = await exchange(
+            running,
+            request("POST", "/publish?topic=", b"x"),
+            request("POST", "/publish?topic=t", b"x" * 150),
+        )
+    assert [status for status, _h, _b in answers] == [400, 413]
+    assert "connection" not in answers[0][1]
+    assert answers[1][1]["connection"] == "close"
+    assert passed_on == []
+
+
+async def test_a_publisher_that_does_not_read_its_answers(
+    server: Running, passed_on: list[int]
+) -> None:
+    # Tiny socket buffers fill at once: the front's answers no longer fit the
+    # socket, the rest is buffered by Tornado's IOStream and the connection is its.
+    consumer_id = await server.create_consumer(["t"])
+    passed_on.clear()  # creating it was a control-API call
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(server.admin)
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
+    writer.write(request("POST", "/publish?topic=t", b"0"))
+    await read_response(reader)
+    (front,) = server.server._servers[1].fronts
+    front.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    count = 1000
+    writer.write(b"".join(request("POST", "/publish?topic=t", b"%d" % n) for n in range(1, count)))
+    await asyncio.sleep(0.3)  # answers pile up unread
+    statuses = [(await read_response(reader))[0] for _ in range(1, count)]
+    writer.close()
+    assert statuses == [202] * (count - 1)
+    assert passed_on == [1]
+    consumer = server.manager.get(consumer_id)
+    assert consumer.last_id == count
+    assert (await received(server, consumer_id))[-1] == b'["t","%d"]\n\n' % (count - 1)
+
+
+async def test_a_client_that_hangs_up_between_requests_is_forgotten(server: Running) -> None:
+    front = server.server._servers[1]
+    await exchange(server, request("POST", "/publish?topic=t", b"x"))
+
+    async def forgotten() -> None:
+        while front.fronts:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(forgotten(), DEFAULT_TIMEOUT)
+
+
+async def test_idle_connections_are_closed_after_the_idle_timeout(server: Running) -> None:
+    front = server.server._servers[1]
+    reader, writer = await asyncio.open_connection(*server.admin)
+    writer.write(request("POST", "/publish?topic=t", b"x"))
+    await read_response(reader)
+    front._sweep()
+    assert len(front.fronts) == 1  # not idle for long yet
+    front.idle_timeout = 0.05
+    await asyncio.sleep(0.1)
+    front._sweep()
+    assert await asyncio.wait_for(reader.read(), DEFAULT_TIMEOUT) == b""
+    writer.close()
+
+
+async def test_shutdown_closes_connections_waiting_at_the_front() -> None:
+    async with running_server() as running:
+        reader, writer = await asyncio.open_connection(*running.admin)
+        writer.write(request("POST", "/publish?topic=t", b"x"))
+        await read_response(reader)
+        await running.server.stop()
+        assert await asyncio.wait_for(reader.read(), DEFAULT_TIMEOUT) == b""
+        writer.close()
+
+
+async def test_streams_open_at_the_front(server: Running, passed_on: list[int]) -> None:
+    consumer_id = await server.create_consumer(["t"])
+    passed_on.clear()  # creating it was a control-API call
+    client = await server.stream(consumer_id)
+    assert client.status == 200
+    _retry, info = await client.opening()
+    assert info.topic == "/unifrost/info"
+    client.close()
+    assert passed_on == []
+
+
+async def test_a_stream_request_in_pieces_still_opens(
+    server: Running, passed_on: list[int]
+) -> None:
+    consumer_id = await server.create_consumer(["t"])
+    passed_on.clear()  # creating it was a control-API call
+    reader, writer = await asyncio.open_connection(*server.public)
+    head = f"GET /events?id={consumer_id} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    writer.write(head[:10])
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.write(head[10:])
+    opening = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEFAULT_TIMEOUT)
+    writer.close()
+    assert opening.startswith(b"HTTP/1.1 200 OK")
+    assert passed_on == [1]
