@@ -55,8 +55,8 @@ class FrontServer(HTTPServer):
         self.router: Router | None = (
             request_callback if isinstance(request_callback, Router) else None
         )
-        #: Connections the front holds, by the time they last finished a request.
-        self.fronts: dict[FrontConnection, float] = {}
+        #: Connections the front holds.
+        self.fronts: set[FrontConnection] = set()
         self.idle_timeout = float(self.conn_params.header_timeout or 3600)
         self.closing = False
         self._sweeping: asyncio.TimerHandle | None = None
@@ -88,8 +88,8 @@ class FrontServer(HTTPServer):
     def _sweep(self) -> None:
         """Close connections that have waited longer than the idle timeout for a request."""
         oldest = time.monotonic() - self.idle_timeout
-        for front, since in list(self.fronts.items()):
-            if since < oldest and front.reading:
+        for front in list(self.fronts):
+            if not front.busy and front.idle_since < oldest:
                 front.close()
         self._schedule_sweep()
 
@@ -198,14 +198,16 @@ class FrontConnection(httputil.HTTPConnection):
         "_detached",
         "_out",
         "address",
+        "busy",
         "context",
         "fd",
+        "idle_since",
         "loop",
-        "reading",
         "router",
         "server",
         "sock",
         "stream",
+        "watching",
     )
 
     def __init__(self, server: FrontServer, router: Router, stream: IOStream, address: Any) -> None:
@@ -217,7 +219,11 @@ class FrontConnection(httputil.HTTPConnection):
         self.fd = self.sock.fileno()
         self.loop = asyncio.get_running_loop()
         self.context = _Context(address)
-        self.reading = False
+        #: Whether the socket's readability is watched (it stays so between requests).
+        self.watching = False
+        #: Whether a request is being answered.
+        self.busy = False
+        self.idle_since = 0.0
         self._detached = False
         self._close_after = False
         self._close_callback: Callable[[], None] | None = None
@@ -227,16 +233,24 @@ class FrontConnection(httputil.HTTPConnection):
 
     def wait(self) -> None:
         """Wait for the next request."""
-        self.server.fronts[self] = time.monotonic()
-        self.reading = True
-        self.loop.add_reader(self.fd, self._readable)
+        self.busy = False
+        self.idle_since = time.monotonic()
+        if not self.watching:
+            self.server.fronts.add(self)
+            self.watching = True
+            self.loop.add_reader(self.fd, self._readable)
 
     def _stop_reading(self) -> None:
-        if self.reading:
-            self.reading = False
+        if self.watching:
+            self.watching = False
             self.loop.remove_reader(self.fd)
 
     def _readable(self) -> None:
+        if self.busy:
+            # The next request arrived before this one was answered (a publish to a
+            # remote broker): stop watching until the answer is out.
+            self._stop_reading()
+            return
         try:
             data = self.sock.recv(PEEK_BYTES, socket.MSG_PEEK)
         except BlockingIOError:
@@ -251,10 +265,10 @@ class FrontConnection(httputil.HTTPConnection):
         if request is None or route is None:
             self._pass_on()
             return
-        self._stop_reading()
         if len(self.sock.recv(request.size)) != request.size:  # the bytes were just peeked
             self.close()
             return
+        self.busy = True
         self._close_after = not request.keep_alive
         start_line = httputil.RequestStartLine(request.method, request.target, "HTTP/1.1")
         delegate = route(self, self._to_application)
@@ -268,7 +282,7 @@ class FrontConnection(httputil.HTTPConnection):
 
     def _pass_on(self) -> None:
         self._stop_reading()
-        self.server.fronts.pop(self, None)
+        self.server.fronts.discard(self)
         self.server.pass_on(self.stream, self.address)
 
     # --- answering (Tornado's HTTPConnection) ---------------------------------------
@@ -309,13 +323,15 @@ class FrontConnection(httputil.HTTPConnection):
             self.close()
             return
         if sent < len(data):
-            # The client is not reading its answers: let the IOStream buffer the rest.
+            # The client is not reading its answers: the IOStream buffers the rest, and
+            # Tornado's HTTP layer (which waits for its writes) takes the connection.
+            self._stop_reading()
+            self.server.fronts.discard(self)
             writing = self.stream.write(memoryview(data)[sent:])
             if self._close_after or self.server.closing:
-                self.server.fronts.pop(self, None)
                 writing.add_done_callback(lambda _f: self.stream.close())
             else:
-                self._pass_on()
+                self.server.pass_on(self.stream, self.address)
             return
         if self._close_after or self.server.closing:
             self.close()
@@ -326,7 +342,7 @@ class FrontConnection(httputil.HTTPConnection):
         """The connection leaves the front (an SSE stream takes the socket)."""
         self._detached = True
         self._stop_reading()
-        self.server.fronts.pop(self, None)
+        self.server.fronts.discard(self)
         return self.stream
 
     def set_close_callback(self, callback: Callable[[], None] | None) -> None:
@@ -337,7 +353,7 @@ class FrontConnection(httputil.HTTPConnection):
 
     def close(self) -> None:
         self._stop_reading()
-        self.server.fronts.pop(self, None)
+        self.server.fronts.discard(self)
         if not self._detached:
             self.stream.close()
         callback, self._close_callback = self._close_callback, None

@@ -106,6 +106,36 @@ async def test_pipelined_requests_are_answered_in_order(
     ]
 
 
+async def test_pipelined_publishes_to_a_broker_that_is_awaited(
+    server: Running, passed_on: list[int]
+) -> None:
+    # A network broker's publish is awaited: the next request (already here) waits
+    # unread until the answer is out, then is served in turn.
+    consumer_id = await server.create_consumer(["t"])
+    passed_on.clear()
+    broker: Any = server.broker
+    original = broker.publish, broker.publish_now
+
+    async def slow(topic: str, body: bytes) -> None:
+        await asyncio.sleep(0.02)
+        assert original[1](topic, body)
+
+    def never_now(topic: str, body: bytes) -> bool:
+        return False
+
+    broker.publish, broker.publish_now = slow, never_now
+    try:
+        reader, writer = await asyncio.open_connection(*server.admin)
+        writer.write(b"".join(request("POST", "/publish?topic=t", b"%d" % n) for n in range(5)))
+        statuses = [(await read_response(reader))[0] for _ in range(5)]
+        writer.close()
+    finally:
+        broker.publish, broker.publish_now = original
+    assert statuses == [202] * 5
+    assert passed_on == []
+    assert await received(server, consumer_id) == [b'["t","%d"]\n\n' % n for n in range(5)]
+
+
 @pytest.mark.parametrize(
     "payload",
     [
