@@ -36,6 +36,7 @@ from tornado import httputil
 from tornado.concurrent import Future
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
+from tornado.log import app_log
 
 from service.web.router import Router
 
@@ -280,11 +281,18 @@ class FrontConnection(httputil.HTTPConnection):
         self.busy = True
         self._close_after = not request.keep_alive
         start_line = httputil.RequestStartLine(request.method, request.target, "HTTP/1.1")
-        delegate = route(self, self._to_application)
-        delegate.headers_received(start_line, request.headers)
-        if request.body:
-            delegate.data_received(request.body)
-        delegate.finish()
+        try:
+            delegate = route(self, self._to_application)
+            delegate.headers_received(start_line, request.headers)
+            if request.body:
+                delegate.data_received(request.body)
+            delegate.finish()
+        except Exception:
+            # As Tornado's HTTP layer does with a delegate that fails: log, hang up.
+            app_log.error(
+                "Uncaught exception in %s %s", request.method, request.route[1], exc_info=True
+            )
+            self.close()
 
     def _to_application(self) -> httputil.HTTPMessageDelegate:
         return self.router.app.start_request(self, self)

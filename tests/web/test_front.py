@@ -18,7 +18,7 @@ import pytest
 
 from service.web.front import PEEK_BYTES, FrontServer, _parse
 from tests.consumers.test_publish_route import read_response, request
-from tests.support import DEFAULT_TIMEOUT, Running, running_server
+from tests.support import DEFAULT_TIMEOUT, Running, captured_logs, running_server
 
 
 @pytest.fixture
@@ -333,3 +333,26 @@ def test_parsing_a_request_leaves_no_garbage_cycle() -> None:
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+async def test_a_route_that_fails_hangs_up_and_the_server_goes_on(
+    server: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.consumers.publish import PublishRequest
+
+    original = PublishRequest.finish
+
+    def broken(self: PublishRequest) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(PublishRequest, "finish", broken)
+    with captured_logs() as logs:
+        reader, writer = await asyncio.open_connection(*server.admin)
+        writer.write(request("POST", "/publish?topic=t", b"x"))
+        assert await asyncio.wait_for(reader.read(), DEFAULT_TIMEOUT) == b""
+        writer.close()
+    assert "Uncaught exception in POST /publish" in logs.getvalue()
+    assert not server.server._servers[1].fronts
+    monkeypatch.setattr(PublishRequest, "finish", original)
+    answers = await exchange(server, request("POST", "/publish?topic=t", b"x"))
+    assert answers[0][0] == 202
