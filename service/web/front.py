@@ -275,7 +275,11 @@ class FrontConnection(httputil.HTTPConnection):
         if request is None or route is None:
             self._pass_on()
             return
-        if len(self.sock.recv(request.size)) != request.size:  # the bytes were just peeked
+        try:
+            consumed = len(self.sock.recv(request.size))
+        except OSError:  # reset since it was peeked
+            consumed = 0
+        if consumed != request.size:
             self.close()
             return
         self.busy = True
