@@ -62,6 +62,12 @@ class ExampleProcess:
             self.proc.kill()
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    # A suite started in the background (`make test &`, some CI runners) passes on
+    # an ignored SIGINT, and Python then never raises KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextlib.asynccontextmanager
 async def example_process(module: str, *args: str, ready: str) -> AsyncIterator[ExampleProcess]:
     """``python -m module args``, yielded once it printed a line starting with ``ready``."""
@@ -75,6 +81,7 @@ async def example_process(module: str, *args: str, ready: str) -> AsyncIterator[
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
     )
     example = ExampleProcess(proc)
     try:
