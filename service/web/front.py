@@ -106,9 +106,6 @@ class _Context:
         self.remote_ip = str(address[0]) if is_ip else "0.0.0.0"
         self.protocol = "http"
 
-    def __str__(self) -> str:
-        return self.remote_ip
-
 
 class _Request:
     """The first request of the peeked bytes, filled in by ``httptools``' callbacks."""
@@ -255,6 +252,11 @@ class FrontConnection(httputil.HTTPConnection):
             self.watching = False
             self.loop.remove_reader(self.fd)
 
+    def _leave(self) -> None:
+        """The front lets go of the connection (to Tornado, a stream, or closed)."""
+        self._stop_reading()
+        self.server.fronts.discard(self)
+
     def _readable(self) -> None:
         if self.busy:
             # The next request arrived before this one was answered (a publish to a
@@ -302,8 +304,7 @@ class FrontConnection(httputil.HTTPConnection):
         return self.router.app.start_request(self, self)
 
     def _pass_on(self) -> None:
-        self._stop_reading()
-        self.server.fronts.discard(self)
+        self._leave()
         self.server.pass_on(self.stream, self.address)
 
     # --- answering (Tornado's HTTPConnection) ---------------------------------------
@@ -346,8 +347,7 @@ class FrontConnection(httputil.HTTPConnection):
         if sent < len(data):
             # The client is not reading its answers: the IOStream buffers the rest, and
             # Tornado's HTTP layer (which waits for its writes) takes the connection.
-            self._stop_reading()
-            self.server.fronts.discard(self)
+            self._leave()
             writing = self.stream.write(memoryview(data)[sent:])
             if self._close_after or self.server.closing:
                 writing.add_done_callback(lambda _f: self.stream.close())
@@ -362,8 +362,7 @@ class FrontConnection(httputil.HTTPConnection):
     def detach(self) -> IOStream:
         """The connection leaves the front (an SSE stream takes the socket)."""
         self._detached = True
-        self._stop_reading()
-        self.server.fronts.discard(self)
+        self._leave()
         return self.stream
 
     def set_close_callback(self, callback: Callable[[], None] | None) -> None:
@@ -373,8 +372,7 @@ class FrontConnection(httputil.HTTPConnection):
         """The whole body has been read already; the route applies its own limit."""
 
     def close(self) -> None:
-        self._stop_reading()
-        self.server.fronts.discard(self)
+        self._leave()
         if not self._detached:
             self.stream.close()
         callback, self._close_callback = self._close_callback, None
