@@ -35,6 +35,14 @@ def passed_on(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     yield calls
 
 
+@pytest.fixture
+async def consumer_id(server: Running, passed_on: list[int]) -> str:
+    """A consumer of ``t``, made before hand-overs are counted (a control-API call)."""
+    created = await server.create_consumer(["t"])
+    passed_on.clear()
+    return created
+
+
 async def exchange(running: Running, *payloads: bytes) -> list[tuple[int, dict[str, str], bytes]]:
     """Write ``payloads`` one after another on one connection, each after the last answer."""
     reader, writer = await asyncio.open_connection(*running.admin)
@@ -54,10 +62,8 @@ async def received(running: Running, consumer_id: str) -> list[bytes]:
 
 
 async def test_keep_alive_publishes_stay_at_the_front(
-    server: Running, passed_on: list[int]
+    server: Running, consumer_id: str, passed_on: list[int]
 ) -> None:
-    consumer_id = await server.create_consumer(["t"])
-    passed_on.clear()  # creating it was a control-API call
     answers = await exchange(
         server, *(request("POST", "/publish?topic=t", b"m%d" % n) for n in range(5))
     )
@@ -69,10 +75,8 @@ async def test_keep_alive_publishes_stay_at_the_front(
 
 
 async def test_another_route_hands_the_connection_to_tornado(
-    server: Running, passed_on: list[int]
+    server: Running, consumer_id: str, passed_on: list[int]
 ) -> None:
-    consumer_id = await server.create_consumer(["t"])
-    passed_on.clear()  # creating it was a control-API call
     answers = await exchange(
         server,
         request("POST", "/publish?topic=t", b"one"),
@@ -85,10 +89,8 @@ async def test_another_route_hands_the_connection_to_tornado(
 
 
 async def test_pipelined_requests_are_answered_in_order(
-    server: Running, passed_on: list[int]
+    server: Running, consumer_id: str, passed_on: list[int]
 ) -> None:
-    consumer_id = await server.create_consumer(["t"])
-    passed_on.clear()  # creating it was a control-API call
     reader, writer = await asyncio.open_connection(*server.admin)
     writer.write(
         request("POST", "/publish?topic=t", b"one")
@@ -108,12 +110,10 @@ async def test_pipelined_requests_are_answered_in_order(
 
 
 async def test_pipelined_publishes_to_a_broker_that_is_awaited(
-    server: Running, passed_on: list[int]
+    server: Running, consumer_id: str, passed_on: list[int]
 ) -> None:
     # A network broker's publish is awaited: the next request (already here) waits
     # unread until the answer is out, then is served in turn.
-    consumer_id = await server.create_consumer(["t"])
-    passed_on.clear()
     broker: Any = server.broker
     original = broker.publish, broker.publish_now
 
@@ -154,10 +154,8 @@ async def test_pipelined_publishes_to_a_broker_that_is_awaited(
     ids=["http-1.0", "chunked", "bare-lf", "expect"],
 )
 async def test_unusual_requests_are_tornados(
-    server: Running, passed_on: list[int], payload: bytes
+    server: Running, consumer_id: str, passed_on: list[int], payload: bytes
 ) -> None:
-    consumer_id = await server.create_consumer(["t"])
-    passed_on.clear()  # creating it was a control-API call
     reader, writer = await asyncio.open_connection(*server.admin)
     writer.write(payload)
     status, _headers, _body = await read_response(reader)
@@ -179,10 +177,8 @@ async def test_a_malformed_request_gets_tornados_400(server: Running, passed_on:
 
 
 async def test_a_request_that_arrives_in_pieces_is_tornados(
-    server: Running, passed_on: list[int]
+    server: Running, consumer_id: str, passed_on: list[int]
 ) -> None:
-    consumer_id = await server.create_consumer(["t"])
-    passed_on.clear()  # creating it was a control-API call
     reader, writer = await asyncio.open_connection(*server.admin)
     whole = request("POST", "/publish?topic=t", b"split")
     writer.write(whole[:20])
@@ -231,12 +227,10 @@ async def test_errors_at_the_front_are_the_routes_own(passed_on: list[int]) -> N
 
 
 async def test_a_publisher_that_does_not_read_its_answers(
-    server: Running, passed_on: list[int]
+    server: Running, consumer_id: str, passed_on: list[int]
 ) -> None:
     # Tiny socket buffers fill at once: the front's answers no longer fit the
     # socket, the rest is buffered by Tornado's IOStream and the connection is its.
-    consumer_id = await server.create_consumer(["t"])
-    passed_on.clear()  # creating it was a control-API call
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(server.admin)
@@ -293,9 +287,9 @@ async def test_shutdown_closes_connections_waiting_at_the_front() -> None:
         writer.close()
 
 
-async def test_streams_open_at_the_front(server: Running, passed_on: list[int]) -> None:
-    consumer_id = await server.create_consumer(["t"])
-    passed_on.clear()  # creating it was a control-API call
+async def test_streams_open_at_the_front(
+    server: Running, consumer_id: str, passed_on: list[int]
+) -> None:
     client = await server.stream(consumer_id)
     assert client.status == 200
     _retry, info = await client.opening()
@@ -305,10 +299,8 @@ async def test_streams_open_at_the_front(server: Running, passed_on: list[int]) 
 
 
 async def test_a_stream_request_in_pieces_still_opens(
-    server: Running, passed_on: list[int]
+    server: Running, consumer_id: str, passed_on: list[int]
 ) -> None:
-    consumer_id = await server.create_consumer(["t"])
-    passed_on.clear()  # creating it was a control-API call
     reader, writer = await asyncio.open_connection(*server.public)
     head = f"GET /events?id={consumer_id} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
     writer.write(head[:10])
