@@ -17,7 +17,7 @@ from service.config import Address, Settings
 from service.consumers.hub import TopicHub
 from service.consumers.manager import ConsumerManager, ConsumerPolicy
 from service.context import AppContext
-from service.log import get_logger
+from service.log import flush_logs, get_logger
 from service.metrics import Metrics
 from service.web.base import JSON_BODY_LIMIT
 from service.web.demo import run_demo_publisher
@@ -138,6 +138,7 @@ class Server:
         except TimeoutError:
             log.warning("broker.error", op="close", error="timed out; exiting anyway")
         log.info("server.stopped")
+        flush_logs()  # the last line is out before whoever waits for the stop goes on
 
     async def _close_connections(self) -> None:
         for server in self._servers:
@@ -157,4 +158,7 @@ def tune_garbage_collector() -> None:
 
 def run(settings: Settings, broker: Broker | None = None) -> None:
     """Serve until signalled; the process exits 0 after a clean drain."""
-    asyncio.run(Server(settings, broker=broker).serve())
+    try:
+        asyncio.run(Server(settings, broker=broker).serve())
+    finally:
+        flush_logs()

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.brokers.base import Broker
 from service.config import Address, Settings
-from service.log import configure_logging, log_output, set_log_output
+from service.log import configure_logging, flush_logs, log_output, set_log_output
 from service.metrics import Metrics
 from service.server import Server
 
@@ -363,13 +363,34 @@ def logged_events(text: str) -> set[str]:
     return {str(record.get("event")) for record in log_records(text)}
 
 
+class LogBuffer(io.StringIO):
+    """Captured lines; reading them first writes the lines held for the loop's iteration end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: Writes the service made to its output.
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+    def getvalue(self) -> str:
+        flush_logs()
+        return super().getvalue()
+
+    def written(self) -> str:
+        """What the service has written so far (lines it still holds are not)."""
+        return super().getvalue()
+
+
 @contextlib.contextmanager
-def captured_logs(fmt: str = "json", level: str = "info") -> Iterator[io.StringIO]:
+def captured_logs(fmt: str = "json", level: str = "info") -> Iterator[LogBuffer]:
     """Route the service's logging into a buffer for the duration of the block."""
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
     saved_output = log_output()
-    buffer = io.StringIO()
+    buffer = LogBuffer()
     configure_logging(fmt, level, stream=buffer)
     try:
         yield buffer

@@ -6,10 +6,13 @@ import asyncio
 import io
 import json
 import logging
+import subprocess
+import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from service.log import get_logger
+from service.log import LogOutput, get_logger, log_output, set_log_output
 from tests.support import SseClient, captured_logs, running_server
 
 TOKEN = "adm1n-t0ken-Zq8vXw"
@@ -271,3 +274,89 @@ async def test_admin_token_never_appears_in_logs() -> None:
     assert TOKEN not in text
     assert [r["status"] for r in named(records, "http.request")] == [201, 401, 401, 202]
     assert named(records, "stream.closed")[0]["consumer_id"] == consumer_id
+
+
+# --- when lines are written ------------------------------------------------------------------
+
+
+async def test_lines_of_one_loop_iteration_are_written_together() -> None:
+    log = get_logger("unifrost.test")
+    with captured_logs() as buffer:
+        for n in range(3):
+            log.info("burst.line", n=n)
+        assert buffer.writes == 0  # held until the iteration ends
+        await asyncio.sleep(0)
+        assert buffer.writes == 1
+        assert [r["n"] for r in parse(buffer)] == [0, 1, 2]
+
+
+def test_lines_without_a_running_loop_are_written_at_once() -> None:
+    with captured_logs() as buffer:
+        get_logger("unifrost.test").info("startup.line")
+        assert buffer.writes == 1
+        assert '"startup.line"' in buffer.written()
+
+
+async def test_a_busy_iteration_does_not_hold_lines_without_bound() -> None:
+    log = get_logger("unifrost.test")
+    with captured_logs() as buffer:
+        for n in range(1000):
+            log.info("flood.line", n=n)
+        assert len(buffer.written().splitlines()) >= 750  # most are out before the loop goes on
+        await asyncio.sleep(0)
+        assert [r["n"] for r in parse(buffer)] == list(range(1000))
+
+
+async def test_library_records_keep_their_place_among_our_lines() -> None:
+    log = get_logger("unifrost.test")
+    with captured_logs() as buffer:
+        log.info("ours.first")
+        logging.getLogger("tornado.application").error("tornado.second")
+        log.info("ours.third")
+        await asyncio.sleep(0)
+        events = [r["event"] for r in parse(buffer)]
+    assert events == ["ours.first", "tornado.second", "ours.third"]
+
+
+async def test_a_line_from_another_thread_comes_after_the_held_lines() -> None:
+    log = get_logger("unifrost.test")
+    with captured_logs() as buffer:
+        log.info("loop.line")
+        other = threading.Thread(target=lambda: log.info("thread.line"))
+        other.start()
+        other.join()
+        # Written by the thread, in order, before the loop's iteration ended.
+        events = [json.loads(line)["event"] for line in buffer.written().splitlines()]
+    assert events == ["loop.line", "thread.line"]
+
+
+def test_lines_still_held_when_the_process_exits_are_written() -> None:
+    # The loop stops before the callback that would write the line runs.
+    script = """
+import asyncio
+from service.log import LogOutput, get_logger, log_output, set_log_output
+loop = asyncio.new_event_loop()
+def last_words():
+    get_logger("unifrost.test").info("held.at.exit")
+    loop.stop()
+loop.call_soon(last_words)
+loop.run_forever()
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["event"] for line in done.stdout.splitlines()] == ["held.at.exit"]
+
+
+def test_a_broken_output_does_not_break_the_caller() -> None:
+    class Broken(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError("reader went away")
+
+    saved = log_output()
+    set_log_output(LogOutput(stream=Broken(), renderer=saved.renderer))
+    try:
+        get_logger("unifrost.test").info("nowhere.to.go")  # must not raise
+    finally:
+        set_log_output(saved)
