@@ -9,15 +9,38 @@ from collections.abc import Mapping
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-# Every stream and control-API call asks about its peer, and peers repeat
-# (proxies, the same clients): parsing an address costs more than the lookup.
-@functools.lru_cache(maxsize=4096)
+#: Addresses already judged, per set of trusted networks.
+_judged: dict[int, tuple[tuple[Network, ...], dict[str, bool]]] = {}
+_MAX_JUDGED = 4096
+
+
 def _trusted(address: str, trusted: tuple[Network, ...]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address.strip())
-    except ValueError:
-        return False
-    return any(ip in net for net in trusted)
+    """Whether ``address`` is in one of the ``trusted`` networks.
+
+    Every stream and control-API call asks about its peer, and peers repeat
+    (proxies, the same clients), so answers are kept. They are kept per tuple
+    object rather than by its value: hashing a tuple of networks costs more
+    than parsing the address. Each entry holds its tuple, so the id it is
+    filed under cannot be reused while the entry exists.
+    """
+    entry = _judged.get(id(trusted))
+    if entry is None or entry[0] is not trusted:
+        if len(_judged) >= 16:
+            _judged.clear()
+        entry = _judged[id(trusted)] = (trusted, {})
+    answers = entry[1]
+    answer = answers.get(address)
+    if answer is None:
+        try:
+            ip = ipaddress.ip_address(address.strip())
+        except ValueError:
+            answer = False
+        else:
+            answer = any(ip in net for net in trusted)
+        if len(answers) >= _MAX_JUDGED:
+            answers.clear()
+        answers[address] = answer
+    return answer
 
 
 def client_ip(peer: str, headers: Mapping[str, str], trusted: tuple[Network, ...]) -> str:

@@ -28,7 +28,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import Any
 
 import httptools
@@ -44,6 +45,8 @@ from service.web.router import Router
 PEEK_BYTES = 64 * 1024
 #: How often connections waiting for a request are checked against the idle timeout.
 _SWEEP_INTERVAL = 30.0
+#: Reason phrases of the status codes.
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
 #: Request headers that make a request Tornado's to handle.
 _UNUSUAL = frozenset((b"transfer-encoding", b"expect", b"upgrade"))
 
@@ -318,14 +321,30 @@ class FrontConnection(httputil.HTTPConnection):
         assert isinstance(start_line, httputil.ResponseStartLine)
         framed = "Content-Length" in headers or start_line.code in (204, 304)
         # Without a length the body ends when the connection does (no chunked framing here).
-        if not framed or headers.get("Connection", "").lower() == "close":
+        if not framed:
             self._close_after = True
-        lines = [f"HTTP/1.1 {start_line.code} {start_line.reason}"]
-        lines += [f"{name}: {value}" for name, value in headers.get_all()]
-        if self._close_after and "Connection" not in headers:
+        self._head(start_line.code, start_line.reason, headers.get_all())
+        return self.write(chunk or b"")
+
+    def respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        """A whole answer in one call: ``write_headers``, ``write`` and ``finish`` without
+        Tornado's header objects (``headers`` must include ``Content-Length``)."""
+        self._head(status, _REASONS.get(status, "Unknown"), headers)
+        self._out.append(body)
+        self.finish()
+
+    def _head(self, status: int, reason: str, headers: Iterable[tuple[str, str]]) -> None:
+        lines = [f"HTTP/1.1 {status} {reason}"]
+        connection = None
+        for name, value in headers:
+            lines.append(f"{name}: {value}")
+            if name == "Connection":
+                connection = value.lower()
+        if connection == "close":
+            self._close_after = True
+        elif connection is None and self._close_after:
             lines.append("Connection: close")
         self._out = [("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")]
-        return self.write(chunk or b"")
 
     def write(self, chunk: bytes) -> Future[None]:
         if chunk:

@@ -36,6 +36,18 @@ def test_forged_left_hops_are_ignored() -> None:
     assert client_ip("127.0.0.1", headers, LOOPBACK) == "203.0.113.7"
 
 
+def test_answers_follow_the_trusted_networks_given() -> None:
+    # Answers are remembered per set of networks: another set, even one made and
+    # dropped over and over (so it may land where an earlier one was), is judged anew.
+    headers = {"X-Forwarded-For": "203.0.113.7"}
+    for _ in range(50):
+        assert client_ip("10.1.2.3", headers, PROXIES) == "203.0.113.7"
+        assert client_ip("10.1.2.3", headers, tuple(LOOPBACK)) == "10.1.2.3"
+        assert client_ip("10.1.2.3", headers, (ip_network("10.1.0.0/16"),)) == "203.0.113.7"
+        assert client_ip("10.1.2.3", headers, (ip_network("10.2.0.0/16"),)) == "10.1.2.3"
+        assert client_ip("10.1.2.3", headers, ()) == "10.1.2.3"
+
+
 def test_untrusted_peer_ignores_forwarding_headers() -> None:
     headers = {"X-Forwarded-For": "203.0.113.7", "X-Real-IP": "203.0.113.8"}
     assert client_ip("198.51.100.9", headers, LOOPBACK) == "198.51.100.9"
