@@ -128,6 +128,7 @@ class PublishRequest(httputil.HTTPMessageDelegate):
         # The raw value: Tornado's argument helpers strip whitespace and turn control
         # characters into spaces, which would publish to a different topic.
         plain = _PLAIN_TOPIC_QUERY.fullmatch(self.query)
+        values: list[bytes] | None
         if plain is not None:  # the usual query: nothing to decode
             values = [plain.group(1)]
         else:
@@ -189,7 +190,7 @@ class PublishRequest(httputil.HTTPMessageDelegate):
             self.conn.respond(status, headers, body)
         else:
             start_line = httputil.ResponseStartLine("HTTP/1.1", status, HTTPStatus(status).phrase)
-            self.conn.write_headers(start_line, httputil.HTTPHeaders(headers), body)
+            self.conn.write_headers(start_line, httputil.HTTPHeaders(dict(headers)), body)
             self.conn.finish()
         self._record(status)
 
