@@ -398,3 +398,35 @@ async def test_a_burst_in_one_loop_iteration_arrives_whole_and_in_order() -> Non
         ]
         assert (frames[102].id, frames[102].payload) == ("101", "m101")
         client.close()
+
+
+async def test_a_client_that_hangs_up_is_noticed_without_a_write() -> None:
+    async with running_server(heartbeat=60) as running:
+        consumer_id = await running.create_consumer(["quiet"])
+        reader, writer = await asyncio.open_connection(*running.public)
+        writer.write(b"GET /events?id=%s HTTP/1.1\r\nHost: x\r\n\r\n" % consumer_id.encode())
+        await asyncio.wait_for(reader.readuntil(b"\n\n"), 5)
+        assert running.server.ctx is not None
+        manager = running.server.ctx.manager
+        assert manager.connected_count == 1
+        writer.close()
+        deadline = time.monotonic() + 5
+        while manager.connected_count and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert manager.connected_count == 0
+        assert await metric(running, "unifrost_connections_closed_total", reason="client") == 1
+
+
+async def test_a_client_that_keeps_sending_after_its_request_is_cut_off() -> None:
+    async with running_server(heartbeat=60) as running:
+        consumer_id = await running.create_consumer(["quiet"])
+        reader, writer = await asyncio.open_connection(*running.public)
+        writer.write(b"GET /events?id=%s HTTP/1.1\r\nHost: x\r\n\r\n" % consumer_id.encode())
+        await asyncio.wait_for(reader.readuntil(b"\n\n"), 5)
+        writer.write(b"x" * 200_000)  # far past what a stream buffers from its client
+        try:  # the server hangs up (with a reset: it leaves what was sent unread)
+            await asyncio.wait_for(reader.read(), 5)
+        except ConnectionResetError:
+            pass
+        writer.close()
+        assert await metric(running, "unifrost_connections_closed_total", reason="client") == 1
