@@ -1,7 +1,7 @@
 """The servers under test, each as one or more processes pinned to one core.
 
 * :class:`Unifrost` — ``python -m service serve`` on the memory broker; ports come
-  from its ``server.started`` log line, and a thread keeps draining its stdout.
+  from its ``server.started`` log line; its log goes to a file, as nginx's does.
 * :class:`Nchan` — Debian's nginx with the nchan module, from
   ``bench/nchan.conf.tmpl`` in a private prefix directory.
 * :class:`SseStarlette` — ``bench/starlette_app.py`` on uvicorn.
@@ -25,7 +25,6 @@ import string
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -201,35 +200,42 @@ UNIFROST_ENV = {
 _PROBLEM = re.compile(rb'"level": ?"(?:warning|error|critical)"')
 
 
-class _LogDrain(threading.Thread):
-    """Reads unifrost's JSON log: the bound ports first, then warnings until exit."""
+class _LogFile:
+    """unifrost's JSON log, written to a file: the bound ports first, warnings at the end.
 
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        super().__init__(daemon=True)
-        assert proc.stdout is not None
-        self.stream = proc.stdout
-        self.started_event: dict[str, str] | None = None
-        self.ready = threading.Event()
-        self.warnings = 0
-        self.samples: list[str] = []
+    A file rather than a pipe read by a thread of the benchmark: such a thread
+    would wake for every write and take the interpreter lock from the publisher
+    running in the same process, charging unifrost's log lines to its latency.
+    nginx writes its log to a file too.
+    """
 
-    def run(self) -> None:
-        for line in iter(self.stream.readline, b""):
-            if b'"server.started"' in line:
-                self.started_event = json.loads(line)
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def started_event(self, proc: subprocess.Popen[bytes]) -> dict[str, str]:
+        """The ``server.started`` line, once the process has written it."""
+        deadline = time.monotonic() + _START_TIMEOUT
+        while time.monotonic() < deadline:
+            with open(self.path, "rb") as log:
+                for line in log:
+                    if b'"server.started"' in line:
+                        return dict(json.loads(line))
+            if proc.poll() is not None:
                 break
-        self.ready.set()
-        fd = self.stream.fileno()
-        tail = b""
-        while chunk := os.read(fd, 1 << 16):
-            hits = len(_PROBLEM.findall(chunk))
-            if hits:
-                self.warnings += hits
-                if len(self.samples) < 5:
-                    for line in (tail + chunk).splitlines():
-                        if _PROBLEM.search(line):
-                            self.samples.append(line.decode(errors="replace")[:300])
-            tail = chunk[chunk.rfind(b"\n") + 1 :]
+            time.sleep(0.05)
+        raise RuntimeError(f"unifrost did not start (exit code {proc.poll()})")
+
+    def problems(self) -> tuple[int, list[str]]:
+        """How many warning/error lines there are, and the first few."""
+        count = 0
+        samples: list[str] = []
+        with open(self.path, "rb") as log:
+            for line in log:
+                if _PROBLEM.search(line):
+                    count += 1
+                    if len(samples) < 5:
+                        samples.append(line.decode(errors="replace")[:300])
+        return count, samples
 
 
 class Unifrost(ServerSet):
@@ -245,7 +251,7 @@ class Unifrost(ServerSet):
 
     def __init__(self, processes: int, cpu: int | None, fd_limit: int) -> None:
         super().__init__(processes, cpu, fd_limit)
-        self.drains: list[_LogDrain] = []
+        self.logs: list[_LogFile] = []
         self.admin_ports: list[int] = []
 
     def start(self) -> None:
@@ -254,25 +260,24 @@ class Unifrost(ServerSet):
         argv = [sys.executable, "-m", "service", "serve"]
         argv += ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
         for n in range(self.processes):
-            with open(self.workdir / f"stderr-{n}.log", "wb") as stderr:
+            log = _LogFile(self.workdir / f"stdout-{n}.log")
+            stderr_path = self.workdir / f"stderr-{n}.log"
+            with open(log.path, "wb") as stdout, open(stderr_path, "wb") as stderr:
                 proc = subprocess.Popen(
-                    self.command(argv), stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=ROOT
+                    self.command(argv), stdout=stdout, stderr=stderr, env=env, cwd=ROOT
                 )
             self.procs.append(proc)
-            drain = _LogDrain(proc)
-            drain.start()
-            self.drains.append(drain)
-        for drain, proc in zip(self.drains, self.procs, strict=True):
-            if not drain.ready.wait(_START_TIMEOUT) or drain.started_event is None:
-                raise RuntimeError(f"unifrost did not start (exit code {proc.poll()})")
-            event = drain.started_event
+            self.logs.append(log)
+        for log, proc in zip(self.logs, self.procs, strict=True):
+            event = log.started_event(proc)
             self.stream_ports.append(int(event["listen"].rsplit(":", 1)[1]))
             self.admin_ports.append(int(event["admin_listen"].rsplit(":", 1)[1]))
         self.publish_port = self.admin_ports[0]
 
     def problems(self) -> list[str]:
-        count = sum(d.warnings for d in self.drains)
-        samples = [s for d in self.drains for s in d.samples][:3]
+        found = [log.problems() for log in self.logs]
+        count = sum(n for n, _samples in found)
+        samples = [s for _n, samples in found for s in samples][:3]
         return [f"{count} warning/error log lines", *samples] if count else []
 
 
