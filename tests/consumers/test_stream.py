@@ -401,12 +401,18 @@ async def test_a_burst_in_one_loop_iteration_arrives_whole_and_in_order() -> Non
         client.close()
 
 
+async def open_raw_stream(running: Running) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A stream on a plain socket (a new consumer of ``quiet``), read up to its first frame."""
+    consumer_id = await running.create_consumer(["quiet"])
+    reader, writer = await asyncio.open_connection(*running.public)
+    writer.write(b"GET /events?id=%s HTTP/1.1\r\nHost: x\r\n\r\n" % consumer_id.encode())
+    await asyncio.wait_for(reader.readuntil(b"\n\n"), 5)
+    return reader, writer
+
+
 async def test_a_client_that_hangs_up_is_noticed_without_a_write() -> None:
     async with running_server(heartbeat=60) as running:
-        consumer_id = await running.create_consumer(["quiet"])
-        reader, writer = await asyncio.open_connection(*running.public)
-        writer.write(b"GET /events?id=%s HTTP/1.1\r\nHost: x\r\n\r\n" % consumer_id.encode())
-        await asyncio.wait_for(reader.readuntil(b"\n\n"), 5)
+        _reader, writer = await open_raw_stream(running)
         assert running.server.ctx is not None
         manager = running.server.ctx.manager
         assert manager.connected_count == 1
@@ -420,10 +426,7 @@ async def test_a_client_that_hangs_up_is_noticed_without_a_write() -> None:
 
 async def test_a_client_that_keeps_sending_after_its_request_is_cut_off() -> None:
     async with running_server(heartbeat=60) as running:
-        consumer_id = await running.create_consumer(["quiet"])
-        reader, writer = await asyncio.open_connection(*running.public)
-        writer.write(b"GET /events?id=%s HTTP/1.1\r\nHost: x\r\n\r\n" % consumer_id.encode())
-        await asyncio.wait_for(reader.readuntil(b"\n\n"), 5)
+        reader, writer = await open_raw_stream(running)
         writer.write(b"x" * 200_000)  # far past what a stream buffers from its client
         # The server hangs up (with a reset: it leaves what was sent unread).
         with contextlib.suppress(ConnectionResetError):
