@@ -24,7 +24,7 @@ def _trusted(address: str, trusted: tuple[Network, ...]) -> bool:
     filed under cannot be reused while the entry exists.
     """
     entry = _judged.get(id(trusted))
-    if entry is None or entry[0] is not trusted:
+    if entry is None:
         if len(_judged) >= 16:
             _judged.clear()
         entry = _judged[id(trusted)] = (trusted, {})
