@@ -117,7 +117,14 @@ def main(argv: list[str] | None = None) -> int:
         "--retries", type=int, default=1, help="runs again when other work disturbed a run"
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "latest.json")
+    parser.add_argument(
+        "--event-loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="unifrost's event_loop setting",
+    )
     args = parser.parse_args(argv)
+    UNIFROST_ENV["UNIFROST_EVENT_LOOP"] = args.event_loop
 
     keys = [k for k in args.scenarios.split(",") if k]
     names = [n for n in args.servers.split(",") if n]
@@ -162,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     heading = (
         f"SSE fan-out, side by side — {started:%Y-%m-%d %H:%M} UTC — {info['cpu_model']}, "
         f"{info['cores']} cores, Linux {info['kernel']}, unifrost source "
-        f"{info['unifrost_source_sha256']}\n"
+        f"{info['unifrost_source_sha256']} on {args.event_loop}\n"
         f"servers on core {config.server_cpu}, load generator on core {config.client_cpu}; "
         f"ratio = unifrost ÷ peer; ↑ higher is better, ↓ lower is better"
     )

@@ -51,6 +51,7 @@ EVENTS: tuple[LogEvent, ...] = (
             "admin_listen": "The admin listener's bound `host:port`.",
             "broker": _BROKER,
             "demo": "Whether demo mode is on.",
+            "event_loop": "The event loop running the process: `asyncio` or `uvloop`.",
         },
     ),
     LogEvent(

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import signal
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from tornado.netutil import bind_sockets
@@ -82,6 +83,8 @@ class Server:
             admin_listen=f"{settings.admin_listen.host}:{self.admin_port}",
             broker=self.broker.describe(),
             demo=settings.demo,
+            # Read from the loop itself: the one actually running, whatever was asked for.
+            event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
 
     def _listen(self, app: Any, address: Address, body_limit: int) -> int:
@@ -159,6 +162,16 @@ def tune_garbage_collector() -> None:
 def run(settings: Settings, broker: Broker | None = None) -> None:
     """Serve until signalled; the process exits 0 after a clean drain."""
     try:
-        asyncio.run(Server(settings, broker=broker).serve())
+        with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+            runner.run(Server(settings, broker=broker).serve())
     finally:
         flush_logs()
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """What makes the event loop ``event_loop`` names (None: asyncio's default)."""
+    if name == "uvloop":
+        import uvloop  # an optional extra; the settings checked that it is installed
+
+        return uvloop.new_event_loop
+    return None

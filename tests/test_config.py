@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
@@ -61,6 +62,7 @@ def test_defaults_match_the_spec() -> None:
     assert (settings.consumer_ttl, settings.heartbeat, settings.retry) == (60.0, 15.0, 3.0)
     assert settings.drain_timeout == 10.0
     assert settings.event_name == "message"
+    assert settings.event_loop == "asyncio"
     assert settings.buffer == BufferSettings(max_messages=1000, max_bytes=1048576)
     assert settings.max_write_buffer == settings.max_message_bytes == 1048576
     assert settings.limits.max_consumers is None
@@ -338,6 +340,7 @@ def test_env_none_reads_process_environment(monkeypatch: pytest.MonkeyPatch) -> 
         ("heartbeat", "0s", "heartbeat: must be greater than 0"),
         ("drain_timeout", "-3", "drain_timeout: invalid duration '-3'"),
         ("event_name", "data", "event_name: expected one of message, topic, got 'data'"),
+        ("event_loop", "trio", "event_loop: expected one of asyncio, uvloop, got 'trio'"),
         ("buffer.max_messages", "lots", "buffer.max_messages: expected an integer, got 'lots'"),
         ("buffer.max_messages", "0", "buffer.max_messages: must be at least 1"),
         ("buffer.max_bytes", "big", "buffer.max_bytes: invalid size 'big'"),
@@ -534,3 +537,23 @@ def test_non_loopback_admin_with_token_is_accepted() -> None:
 @pytest.mark.parametrize("listen", ["127.0.0.1:0", "127.9.9.9:8081", "[::1]:8081", "LOCALHOST:1"])
 def test_loopback_admin_needs_no_token(listen: str) -> None:
     assert load(overrides={"admin_listen": listen}).admin_token is None
+
+
+def test_event_loop_uvloop_is_taken_when_installed() -> None:
+    assert load(env={"UNIFROST_EVENT_LOOP": "UVLoop"}).event_loop == "uvloop"
+
+
+def test_event_loop_uvloop_without_the_package_is_a_clear_problem(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "uvloop" else real_find_spec(name, *args),
+    )
+    with pytest.raises(ConfigError) as raised:
+        load(env={"UNIFROST_EVENT_LOOP": "uvloop"})
+    assert raised.value.problems == [
+        "event_loop: uvloop is not installed (pip install 'unifrost[uvloop]')"
+    ]

@@ -50,10 +50,13 @@ async def open_streams(server: ServerProcess, count: int) -> tuple[list[str], li
     return ids, clients
 
 
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-async def test_signal_drains_streams_and_exits_0(sig: signal.Signals) -> None:
-    async with serving(LOOPBACK_PORTS, **SHUTDOWN_ENV) as server:
+async def test_signal_drains_streams_and_exits_0(sig: signal.Signals, event_loop: str) -> None:
+    async with serving(LOOPBACK_PORTS, **SHUTDOWN_ENV, UNIFROST_EVENT_LOOP=event_loop) as server:
         ids, clients = await open_streams(server, 3)
+        (started,) = [r for r in server.records if r["event"] == "server.started"]
+        assert started["event_loop"] == event_loop  # the loop actually running
         signalled = time.monotonic()
         server.proc.send_signal(sig)
         endings = [await frames_until_eof(client) for client in clients]
