@@ -429,10 +429,10 @@ class Settings:
     event_loop: str = field(
         default="asyncio",
         metadata=_doc(
-            """The event loop the process runs on: `asyncio` (the standard library's) or
-            `uvloop` (needs `pip install 'unifrost[uvloop]'`), which costs less CPU per
-            request and per stream opened (see the performance page); behaviour is the
-            same."""
+            """The event loop `unifrost serve` runs on: `asyncio` (the standard library's)
+            or `uvloop` (needs `pip install 'unifrost[uvloop]'`), which takes a few percent
+            off the CPU of a publish's fan-out and of a stream's opening (see the
+            performance page); behaviour is the same."""
         ),
     )
     rabbitmq: RabbitMQSettings = field(
