@@ -218,7 +218,7 @@ class _LogFile:
         while time.monotonic() < deadline:
             with open(self.path, "rb") as log:
                 for line in log:
-                    if b'"server.started"' in line:
+                    if b'"server.started"' in line and line.endswith(b"\n"):  # whole
                         return dict(json.loads(line))
             if proc.poll() is not None:
                 break
