@@ -12,8 +12,10 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import structlog
+
 from service.log import LogOutput, get_logger, log_output, set_log_output
-from tests.support import SseClient, captured_logs, running_server
+from tests.support import SseClient, captured_logs, metric, running_server
 
 TOKEN = "adm1n-t0ken-Zq8vXw"
 
@@ -227,6 +229,58 @@ def test_log_level_filters_our_events() -> None:
         get_logger("unifrost.test").warning("loud.event", detail=1)
         records = parse(buffer)
     assert [(r["event"], r["detail"]) for r in records] == [("loud.event", 1)]
+
+
+def test_loggers_made_before_a_level_change_follow_it() -> None:
+    log = get_logger("unifrost.test")  # as every module does, at import
+    with captured_logs(level="warning") as buffer:
+        assert not log.is_enabled_for(logging.INFO)
+        assert log.is_enabled_for(logging.WARNING)
+        log.info("quiet.event")
+        log.log(logging.INFO, "quiet.too")
+        log.debug("quieter.event")
+        try:
+            raise ValueError("kaput")
+        except ValueError:
+            log.exception("failed.event")
+        quiet = parse(buffer)
+    with captured_logs(level="debug") as buffer:
+        assert log.is_enabled_for(logging.DEBUG)
+        log.debug("debug.event")
+        log.info("info.event")
+        loud = parse(buffer)
+    assert [(r["event"], r["level"]) for r in quiet] == [("failed.event", "error")]
+    assert "ValueError: kaput" in quiet[0]["exception"]
+    assert [r["event"] for r in loud] == ["debug.event", "info.event"]
+
+
+def test_our_level_leaves_structlog_loggers_of_the_application_alone() -> None:
+    # An embedding application's own structlog loggers keep their levels.
+    application_logger = structlog.make_filtering_bound_logger(logging.DEBUG)(
+        structlog.testing.CapturingLogger(), [], {}
+    )
+    with captured_logs(level="error"):
+        application_logger.info("app.event")
+    calls = application_logger._logger.calls
+    assert [(call.method_name, call.kwargs["event"]) for call in calls] == [("info", "app.event")]
+
+
+async def test_publishes_below_the_level_are_answered_and_counted_not_logged() -> None:
+    with captured_logs(level="warning") as buffer:
+        async with running_server() as running:
+            await running.publish("quiet-topic", b"payload")
+            refused = await running.api("POST", "/publish?topic=", b"payload")
+            assert refused.status == 400
+            assert (
+                await metric(running, "unifrost_http_requests_total", handler="publish", code="202")
+                == 1
+            )
+            assert (
+                await metric(running, "unifrost_http_requests_total", handler="publish", code="400")
+                == 1
+            )
+        records = parse(buffer)
+    assert named(records, "http.request") == []
 
 
 def test_console_format_renders_readable_lines() -> None:

@@ -19,6 +19,7 @@ control-API call (``handler="publish"``, ``http.request``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from http import HTTPStatus
@@ -197,6 +198,8 @@ class PublishRequest(httputil.HTTPMessageDelegate):
     def _record(self, status: int) -> None:
         elapsed = time.perf_counter() - self.started
         self.ctx.metrics.count_request("publish", status, elapsed)
+        if not log.is_enabled_for(logging.INFO):
+            return  # the line would be dropped: no need for its client address
         context = getattr(self.conn, "context", None)
         peer = getattr(context, "remote_ip", "") or ""
         log.info(
