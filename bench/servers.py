@@ -1,7 +1,8 @@
 """The servers under test, each as one or more processes pinned to one core.
 
-* :class:`Unifrost` — ``python -m service serve`` on the memory broker; ports come
-  from its ``server.started`` log line; its log goes to a file, as nginx's does.
+* :class:`Unifrost` — ``python -m service serve`` on the memory broker, logging
+  warnings and errors only (as nginx here: ``error_log warn``, ``access_log off``)
+  to a file, as nginx's log goes to one.
 * :class:`Nchan` — Debian's nginx with the nchan module, from
   ``bench/nchan.conf.tmpl`` in a private prefix directory.
 * :class:`SseStarlette` — ``bench/starlette_app.py`` on uvicorn.
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import os
 import re
 import shutil
@@ -37,9 +37,16 @@ _STOP_TIMEOUT = 15.0
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports nothing listens on (all held while choosing)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
@@ -187,6 +194,9 @@ class Floor(ServerSet):
 UNIFROST_ENV = {
     "UNIFROST_BROKER": "memory://",
     "UNIFROST_LOG__FORMAT": "json",
+    # As nginx's `error_log warn; access_log off`: no line per request on either side
+    # (`python -m bench.suite --log-level info` measures unifrost with them).
+    "UNIFROST_LOG__LEVEL": "warning",
     "UNIFROST_AUTO_CREATE_CONSUMERS": "true",
     "UNIFROST_CLIENT_SUBSCRIPTIONS__ENABLED": "true",
     "UNIFROST_CLIENT_SUBSCRIPTIONS__ALLOW": "*",
@@ -201,7 +211,7 @@ _PROBLEM = re.compile(rb'"level": ?"(?:warning|error|critical)"')
 
 
 class _LogFile:
-    """unifrost's JSON log, written to a file: the bound ports first, warnings at the end.
+    """unifrost's JSON log, written to a file and searched for warnings after the run.
 
     A file rather than a pipe read by a thread of the benchmark: such a thread
     would wake for every write and take the interpreter lock from the publisher
@@ -211,19 +221,6 @@ class _LogFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-
-    def started_event(self, proc: subprocess.Popen[bytes]) -> dict[str, str]:
-        """The ``server.started`` line, once the process has written it."""
-        deadline = time.monotonic() + _START_TIMEOUT
-        while time.monotonic() < deadline:
-            with open(self.path, "rb") as log:
-                for line in log:
-                    if b'"server.started"' in line and line.endswith(b"\n"):  # whole
-                        return dict(json.loads(line))
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError(f"unifrost did not start (exit code {proc.poll()})")
 
     def problems(self) -> tuple[int, list[str]]:
         """How many warning/error lines there are, and the first few."""
@@ -257,9 +254,11 @@ class Unifrost(ServerSet):
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("UNIFROST_")}
         env.update(UNIFROST_ENV)
-        argv = [sys.executable, "-m", "service", "serve"]
-        argv += ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
         for n in range(self.processes):
+            stream_port, admin_port = free_ports(2)
+            argv = [sys.executable, "-m", "service", "serve"]
+            argv += ["--listen", f"127.0.0.1:{stream_port}"]
+            argv += ["--admin-listen", f"127.0.0.1:{admin_port}"]
             log = _LogFile(self.workdir / f"stdout-{n}.log")
             stderr_path = self.workdir / f"stderr-{n}.log"
             with open(log.path, "wb") as stdout, open(stderr_path, "wb") as stderr:
@@ -268,10 +267,13 @@ class Unifrost(ServerSet):
                 )
             self.procs.append(proc)
             self.logs.append(log)
-        for log, proc in zip(self.logs, self.procs, strict=True):
-            event = log.started_event(proc)
-            self.stream_ports.append(int(event["listen"].rsplit(":", 1)[1]))
-            self.admin_ports.append(int(event["admin_listen"].rsplit(":", 1)[1]))
+            self.stream_ports.append(stream_port)
+            self.admin_ports.append(admin_port)
+        for proc, stream_port, admin_port in zip(
+            self.procs, self.stream_ports, self.admin_ports, strict=True
+        ):
+            wait_for_port(stream_port, proc, "unifrost")
+            wait_for_port(admin_port, proc, "unifrost")
         self.publish_port = self.admin_ports[0]
 
     def problems(self) -> list[str]:

@@ -123,8 +123,16 @@ def main(argv: list[str] | None = None) -> int:
         default="asyncio",
         help="unifrost's event_loop setting",
     )
+    parser.add_argument(
+        "--log-level",
+        choices=("warning", "info"),
+        default="warning",
+        help="unifrost's log.level: warning matches nginx's error_log warn and access_log off; "
+        "info adds the SPEC's line per request and three per stream",
+    )
     args = parser.parse_args(argv)
     UNIFROST_ENV["UNIFROST_EVENT_LOOP"] = args.event_loop
+    UNIFROST_ENV["UNIFROST_LOG__LEVEL"] = args.log_level
 
     keys = [k for k in args.scenarios.split(",") if k]
     names = [n for n in args.servers.split(",") if n]
@@ -169,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     heading = (
         f"SSE fan-out, side by side — {started:%Y-%m-%d %H:%M} UTC — {info['cpu_model']}, "
         f"{info['cores']} cores, Linux {info['kernel']}, unifrost source "
-        f"{info['unifrost_source_sha256']} on {args.event_loop}\n"
+        f"{info['unifrost_source_sha256']} on {args.event_loop}, log level {args.log_level}\n"
         f"servers on core {config.server_cpu}, load generator on core {config.client_cpu}; "
         f"ratio = unifrost ÷ peer; ↑ higher is better, ↓ lower is better"
     )
