@@ -112,8 +112,11 @@ class PublishRequest(httputil.HTTPMessageDelegate):
         body = b"".join(self.chunks)
         self.chunks = []
         try:
-            # An in-process broker delivers at once: no task, no extra loop step.
-            if self.ctx.broker.publish_now(topic, body):
+            # An in-process broker delivers at once: no task, no extra loop step, and
+            # the frames reach the sockets before the answer, so a publisher is paced
+            # by delivery.
+            batcher = self.ctx.manager.batcher
+            if batcher.write_through(self.ctx.broker.publish_now, topic, body):
                 self._accepted(topic, body)
                 return
         except Exception as exc:
@@ -149,12 +152,11 @@ class PublishRequest(httputil.HTTPMessageDelegate):
 
     async def _publish(self, topic: str, body: bytes) -> None:
         await self.ctx.broker.publish(topic, body)
+        # A driver that fanned the message out itself just now: as above.
+        self.ctx.manager.batcher.flush_now()
         self._accepted(topic, body)
 
     def _accepted(self, topic: str, body: bytes) -> None:
-        # An in-process broker fanned the message out just now: let it reach the
-        # sockets before answering, so a publisher is paced by delivery.
-        self.ctx.manager.batcher.flush_now()
         # The control API's JSON layout, without json.dumps' cost per message.
         answer = b'{"topic": %b, "bytes": %d}' % (orjson.dumps(topic), len(body))
         self._answer(202, answer)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from service.consumers.connection import WriteBatcher
 from service.web.router import Router
 from tests.support import (
     DEFAULT_TIMEOUT,
@@ -203,3 +204,48 @@ async def test_a_client_that_leaves_mid_body_costs_nothing(server: Running) -> N
     assert (await server.api("GET", f"/consumers/{consumer_id}")).json()["buffered"] == 0
     assert (await server.api("POST", "/publish?topic=t", "x")).status == 202
     del reader
+
+
+async def test_a_publish_writes_its_frames_itself_and_leaves_no_flush_for_later(
+    server: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await server.stream(await server.create_consumer(["t"]))
+    await client.opening()
+    batcher = server.manager.batcher
+    loop = asyncio.get_running_loop()
+    scheduled: list[Any] = []
+    call_soon = loop.call_soon
+
+    def recording_call_soon(callback: Any, *args: Any, **kwargs: Any) -> Any:
+        scheduled.append(callback)
+        return call_soon(callback, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_soon", recording_call_soon)
+    await server.publish("t", "x")
+    monkeypatch.undo()
+    # A flush scheduled for the end of the iteration would find nothing left to write.
+    assert [cb for cb in scheduled if getattr(cb, "__self__", None) is batcher] == []
+    frame = await client.frame()
+    assert (frame.id, frame.decoded) == ("1", ["t", "x"])
+
+
+async def test_frames_queued_before_a_failing_fan_out_are_still_written() -> None:
+    batcher = WriteBatcher()
+    written: list[str] = []
+
+    class Connection:
+        def flush(self) -> None:
+            written.append("flushed")
+
+    def failing_fan_out(topic: str, body: bytes) -> bool:
+        batcher.mark(Connection())  # type: ignore[arg-type]
+        raise RuntimeError("driver fault")
+
+    with pytest.raises(RuntimeError):
+        batcher.write_through(failing_fan_out, "t", b"x")
+    assert written == ["flushed"]
+    # Outside write_through, frames wait for the end of the iteration again.
+    batcher.mark(Connection())  # type: ignore[arg-type]
+    assert written == ["flushed"]
+    await asyncio.sleep(0)
+    assert written == ["flushed", "flushed"]
