@@ -278,6 +278,8 @@ def emitted_events() -> tuple[list[Emission], list[str]]:
                 continue
             where = f"{path.relative_to(SERVICE.parent)}:{node.lineno}"
             method = node.func.attr
+            if method in ("is_enabled_for", "get_effective_level"):
+                continue  # asks about the level, logs nothing
             if method not in LEVELS:
                 unreadable.append(f"{where}: {method}() (only level methods are read)")
                 continue
