@@ -13,10 +13,12 @@ stale: the destination, level and format live in one :class:`LogOutput` that
 libraries' stdlib loggers go through :class:`structlog.stdlib.ProcessorFormatter`
 with the same renderer, and out through the same writer, so lines keep their order.
 
-Lines logged on the event loop are written together once per loop iteration
-(:class:`_LineWriter`): a write to a pipe that wakes its reader costs more than
-rendering the line, and a busy iteration logs several. They are out before the
-loop next waits for I/O; :func:`flush_logs` (also run at exit) writes any left.
+Lines logged on the event loop are held for up to :data:`FLUSH_DELAY` and
+written together (:class:`_LineWriter`): a write to a file or a pipe that
+wakes its reader costs more than rendering the line, and a publish that
+arrives alone would otherwise pay one for its ``http.request`` line (nginx's
+``access_log ... buffer= flush=`` makes the same trade). :func:`flush_logs`
+(also run at exit and at the end of a drain) writes any left.
 
 Until :func:`configure_logging` is called (an application embedding the
 service may not), lines go to standard output as JSON at ``info``.
@@ -113,12 +115,14 @@ _PROCESSORS: list[Any] = [
 ]
 
 
-#: Lines held for the end of a loop iteration at most; more are written at once.
+#: Seconds a line logged on the event loop may wait to be written with later ones.
+FLUSH_DELAY = 0.1
+#: Lines held at most; more are written at once.
 _MAX_HELD_LINES = 256
 
 
 class _LineWriter:
-    """The end of the chain: writes rendered lines, one write per loop iteration.
+    """The end of the chain: writes rendered lines together, at most FLUSH_DELAY late.
 
     A line logged where no event loop runs (start-up, another thread) is
     written at once, after any lines still held, so the output stays in order.
@@ -126,7 +130,7 @@ class _LineWriter:
 
     def __init__(self) -> None:
         self._held: list[str] = []
-        #: The loop that will write the held lines at the end of its iteration.
+        #: The loop whose timer will write the held lines.
         self._flushing_on: asyncio.AbstractEventLoop | None = None
 
     def msg(self, message: str) -> None:
@@ -141,7 +145,7 @@ class _LineWriter:
                     return
                 if self._flushing_on is None or self._flushing_on.is_closed():
                     self._flushing_on = loop
-                    loop.call_soon(self.flush)
+                    loop.call_later(FLUSH_DELAY, self.flush)
                     return
             # No loop here, too many lines, or another thread's loop holds them.
             self._write_held()
