@@ -8,6 +8,7 @@ can be measured before and after on the same machine::
     python -m bench.costs --root ../other-tree  # another checkout, same load
     python -m bench.costs --nchan               # nchan's publish cost beside it
     python -m bench.costs --floors              # do-nothing servers (bench/floors.py)
+    python -m bench.costs --log-level info      # unifrost with its per-request lines
 
 Each server runs pinned to core 0, the load to core 1 (as in ``make bench``).
 A publish is ``POST /publish?topic=`` (64-byte body, 100 topics, no streams)
@@ -32,7 +33,7 @@ _PUBLISHES = 20_000
 _CONNECTS = 10_000
 
 
-def _measure(root: Path, what: str, count: int, server: str) -> float:
+def _measure(root: Path, what: str, count: int, server: str, log_level: str) -> float:
     """Run one measurement in a fresh interpreter whose imports come from ``root``."""
     code = f"""
 import os, resource, sys, time
@@ -40,7 +41,8 @@ sys.path.insert(0, {str(root)!r})
 os.sched_setaffinity(0, {{1}})
 _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-from bench.servers import Nchan, Unifrost
+from bench.servers import UNIFROST_ENV, Nchan, Unifrost
+UNIFROST_ENV["UNIFROST_LOG__LEVEL"] = {log_level!r}
 from bench.publisher import Publisher
 from bench.loadgen import LoadGenerator
 
@@ -90,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         "--floors", action="store_true", help="measure the do-nothing servers of bench/floors.py"
     )
     parser.add_argument("--repeat", type=int, default=2, help="runs of each measurement")
+    parser.add_argument(
+        "--log-level",
+        choices=("warning", "info"),
+        default="warning",
+        help="unifrost's log.level, as bench.suite's option",
+    )
     args = parser.parse_args(argv)
     here = Path(__file__).resolve().parent.parent
     roots = [here, *(r.resolve() for r in args.root or [])]
@@ -97,19 +105,21 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeat):  # interleaved, so drift in machine speed hits all alike
         for root in roots:
             for what, count in (("publish", _PUBLISHES), ("connect", _CONNECTS)):
-                value = _measure(root, what, count, "unifrost")
+                value = _measure(root, what, count, "unifrost", args.log_level)
                 _add(rows, f"unifrost {root}", what, value)
         if args.nchan:
-            _add(rows, "nchan", "publish", _measure(here, "publish", _PUBLISHES, "nchan"))
+            cost = _measure(here, "publish", _PUBLISHES, "nchan", args.log_level)
+            _add(rows, "nchan", "publish", cost)
         for kind in FLOORS if args.floors else ():
             for what, count in (("publish", _PUBLISHES), ("connect", _CONNECTS)):
-                value = _measure(here, what, count, f"floor:{kind}")
+                value = _measure(here, what, count, f"floor:{kind}", args.log_level)
                 _add(rows, f"floor: {kind}", what, value)
     print(f"{'server':<60} {'what':<8} µs of server CPU each (runs)")
     for name, what, values in rows:
         runs = ", ".join(f"{v:.0f}" for v in values)
         print(f"{name:<60} {what:<8} {min(values):.0f} ({runs})")
-    print(time.strftime("measured %Y-%m-%d %H:%M UTC", time.gmtime()), f"on {os.cpu_count()} cores")
+    measured = time.strftime("measured %Y-%m-%d %H:%M UTC", time.gmtime())
+    print(measured, f"on {os.cpu_count()} cores, unifrost at log level {args.log_level}")
     return 0
 
 
