@@ -433,9 +433,10 @@ class Settings:
         default="asyncio",
         metadata=_doc(
             """The event loop `unifrost serve` runs on: `asyncio` (the standard library's)
-            or `uvloop` (needs `pip install 'unifrost[uvloop]'`), which takes a few percent
-            off the CPU of a publish's fan-out and of a stream's opening (see the
-            performance page); behaviour is the same."""
+            or `uvloop` (needs `pip install 'unifrost[uvloop]'`), which took a few percent
+            off the CPU of a publish's fan-out and of a stream's opening on one benchmark
+            machine and nothing measurable on another (see the performance page);
+            behaviour is the same."""
         ),
     )
     rabbitmq: RabbitMQSettings = field(

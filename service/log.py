@@ -208,7 +208,7 @@ _filter_levels(_output.threshold)
 
 
 def flush_logs() -> None:
-    """Write the lines still held for the end of the current loop iteration."""
+    """Write the lines still held (on the event loop they wait up to FLUSH_DELAY)."""
     _WRITER.flush()
 
 
