@@ -56,18 +56,35 @@ def _cpu_split(metrics: dict[str, Any]) -> str | None:
     return f"{metrics['server_cpu_s']:.2f} ({user:.2f}+{system:.2f})"
 
 
+def _each_round(key: str, fmt: str) -> Callable[[dict[str, Any]], str | None]:
+    """A metric's value in every round, in order (None after a single run)."""
+
+    def value(metrics: dict[str, Any]) -> str | None:
+        rounds = metrics.get("rounds")
+        if not rounds:
+            return None
+        return " ".join(_format(run.get(key), fmt) for run in rounds)
+
+    return value
+
+
 PER_CPU = "deliveries / server CPU-s ↑"
 P99 = "latency p99 ms ↓"
 CONNECT = "connect all streams s ↓"
 IDLE_RSS = "RSS per idle stream KiB ↓"
 INTEGRITY = "lost/dup/out-of-order"
 
+_PER_CPU_ROUNDS = Row("    each round", _each_round("deliveries_per_cpu_s", "num"), "text")
+_P99_ROUNDS = Row("    each round", _each_round("latency_p99_ms", "ms"), "text")
+
 _THROUGHPUT = [
     Row(PER_CPU, _get("deliveries_per_cpu_s"), "num", "higher"),
+    _PER_CPU_ROUNDS,
     Row("deliveries / s, wall ↑", _get("deliveries_per_s"), "num", "higher"),
     Row("server CPU s (user+sys) ↓", _cpu_split, "text"),
     Row("latency p50 ms ↓", _get("latency_p50_ms"), "ms", "lower"),
     Row(P99, _get("latency_p99_ms"), "ms", "lower"),
+    _P99_ROUNDS,
     Row(CONNECT, _get("connect_s"), "s", "lower"),
     Row("RSS per stream KiB ↓", _get("rss_per_stream_kib"), "kib", "lower"),
     Row(INTEGRITY, _integrity, "text"),
@@ -81,11 +98,12 @@ _FANOUT = [
 _NOISE = Row("other work on the cores %", lambda m: 100 * m.get("noise", 0.0), "pct")
 
 ROWS: dict[str, list[Row]] = {
-    "a": [*_THROUGHPUT[:5], *_FANOUT, *_THROUGHPUT[5:], _NOISE],
-    "b": [*_THROUGHPUT, _NOISE],
+    "a": [*_THROUGHPUT[:7], *_FANOUT, *_THROUGHPUT[7:], _NOISE],
+    "b": [*(row for row in _THROUGHPUT if row is not _P99_ROUNDS), _NOISE],
     "c": [
         Row("latency p50 ms ↓", _get("latency_p50_ms"), "ms", "lower"),
         Row(P99, _get("latency_p99_ms"), "ms", "lower"),
+        _P99_ROUNDS,
         Row("latency p99.9 ms ↓", _get("latency_p999_ms"), "ms", "lower"),
         Row(PER_CPU, _get("deliveries_per_cpu_s"), "num", "higher"),
         Row("server CPU s (user+sys) ↓", _cpu_split, "text"),
@@ -294,6 +312,8 @@ def render(results: Results, titles: dict[str, str], servers: list[str]) -> str:
         for row in ROWS.get(scenario, []):
             cells = [f"  {row.label}"]
             cells += [_cell(by_server.get(s), row) for s in servers]
+            if all(cell == "-" for cell in cells[1:]):
+                continue  # e.g. the rounds of a single run
             cells += [_ratio(by_server.get(SUBJECT), by_server.get(p), row) for p in peers]
             verdicts = [
                 f"{t.text}: {judged[(scenario, t.text)]['result']}"

@@ -2,14 +2,17 @@
 
 Runs scenarios (a)-(e) (see :mod:`bench.scenarios`) against every server in the
 same invocation, scenario by scenario so that every server of a scenario sees
-the same machine state. Servers are pinned to one core and the load generator
+the same machine state. Each scenario runs in rounds (three by default), every
+server once per round, so the servers take turns; the table shows each
+metric's median over the rounds, and the worst round for lost, duplicated and
+out-of-order messages. Servers are pinned to one core and the load generator
 (and this process, which publishes) to another. Prints one table with ratios
 against each peer and PASS/FAIL per target, and writes it with every raw number
-to ``bench/results/latest.json`` (plus a time-stamped copy).
+of every round to ``bench/results/latest.json`` (plus a time-stamped copy).
 
     python -m bench.suite                                  # everything
     python -m bench.suite --scenarios a,c --servers unifrost,nchan
-    python -m bench.suite --scale 0.1                      # a quick smoke run
+    python -m bench.suite --rounds 1 --scale 0.1           # a quick smoke run
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import sys
 import time
 from datetime import UTC, datetime
@@ -87,6 +91,54 @@ def run_quietly(
     return kept
 
 
+#: Metrics taken from the worst round rather than the median: a message lost in
+#: one round, or a disturbed round, must show in the table.
+_WORST_ROUND: dict[str, Any] = {
+    "lost": max,
+    "duplicated": max,
+    "out_of_order": max,
+    "publish_errors": max,
+    "connect_failed": max,
+    "reconnect_failed": max,
+    "closed_by_server": max,
+    "latency_max_ms": max,
+    "noise": max,
+    "all_delivered": all,
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def combine_rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One server's rounds of one scenario as one set of metrics.
+
+    Each number is the median over the rounds, except those in
+    ``_WORST_ROUND``; the CPU split is the median-CPU round's, so user and
+    system add up to the total shown. A round that failed makes the whole a
+    failure. Every round's own metrics stay under ``"rounds"``.
+    """
+    if len(runs) == 1:
+        return runs[0]
+    failed = [run for run in runs if run.get("status") != "ok"]
+    if failed:
+        return {**failed[0], "rounds": runs}
+    merged = dict(runs[0])
+    for key, first in runs[0].items():
+        values = [run.get(key) for run in runs]
+        if key in _WORST_ROUND:
+            merged[key] = _WORST_ROUND[key](values)
+        elif _is_number(first) and all(_is_number(value) for value in values):
+            merged[key] = statistics.median(values)
+    if all(_is_number(run.get("server_cpu_s")) for run in runs):
+        middle = sorted(runs, key=lambda run: run["server_cpu_s"])[len(runs) // 2]
+        for key in ("server_cpu_s", "server_user_s", "server_sys_s"):
+            merged[key] = middle[key]
+    merged["rounds"] = runs
+    return merged
+
+
 def _settings() -> dict[str, Any]:
     """How each server was configured, for the artefact."""
     return {
@@ -105,6 +157,12 @@ def _settings() -> dict[str, Any]:
     }
 
 
+def _rounds_note(rounds: int) -> str:
+    if rounds == 1:
+        return "one run each; "
+    return f"median of {rounds} rounds (lost/dup/out-of-order and other work: worst round)\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="e.g. a,b,c,d,e")
@@ -113,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
     parser.add_argument("--payload-bytes", type=int, default=64)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="runs of each scenario per server, taking turns; the table shows medians",
+    )
     parser.add_argument(
         "--retries", type=int, default=1, help="runs again when other work disturbed a run"
     )
@@ -139,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [k for k in keys if k not in SCENARIOS] + [n for n in names if n not in SERVERS]
     if unknown:
         parser.error(f"unknown scenario/server: {', '.join(unknown)}")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     pinned = (os.cpu_count() or 1) > max(args.server_cpu, args.client_cpu)
     if not pinned:
         print("warning: not enough cores to pin; running unpinned", file=sys.stderr)
@@ -164,10 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     for key in keys:
         scenario = SCENARIOS[key].scaled(args.scale)
         titles[key] = scenario.title
-        results[key] = {}
-        for name in names:
-            print(f"({key}) {scenario.title} — {name} ...", file=sys.stderr, flush=True)
-            results[key][name] = run_quietly(scenario, SERVERS[name], config, args.retries)
+        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+        for round_number in range(1, args.rounds + 1):
+            of = f", round {round_number}/{args.rounds}" if args.rounds > 1 else ""
+            for name in names:
+                print(f"({key}) {scenario.title} — {name}{of} ...", file=sys.stderr, flush=True)
+                rounds[name].append(run_quietly(scenario, SERVERS[name], config, args.retries))
+        results[key] = {name: combine_rounds(runs) for name, runs in rounds.items()}
 
     info = machine()
     if info["unifrost_source_sha256"] != source_before:
@@ -179,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{info['cores']} cores, Linux {info['kernel']}, unifrost source "
         f"{info['unifrost_source_sha256']} on {args.event_loop}, log level {args.log_level}\n"
         f"servers on core {config.server_cpu}, load generator on core {config.client_cpu}; "
-        f"ratio = unifrost ÷ peer; ↑ higher is better, ↓ lower is better"
+        f"{_rounds_note(args.rounds)}ratio = unifrost ÷ peer; "
+        f"↑ higher is better, ↓ lower is better"
     )
     table = render(results, titles, names)
     print(f"\n{heading}\n\n{table}")
@@ -198,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             "fd_limit": config.fd_limit,
             "payload_bytes": config.payload_bytes,
             "scale": args.scale,
+            "rounds": args.rounds,
             "scenarios": {k: titles[k] for k in keys},
             "servers": _settings(),
         },
