@@ -21,6 +21,11 @@ Tornado ``HTTPServer`` that looks at each new connection before Tornado does:
 So the front adds no behaviour of its own: each request is answered by the same
 code either way, and Tornado remains the parser of record for everything
 unusual.
+
+A publisher sends the same head for every message of a topic; only the body
+changes. The front keeps the parsed heads of ``POST`` requests it served
+(:class:`HeadCache`), so a head seen before costs a dictionary lookup instead
+of a parse: the same bytes always parse alike.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NamedTuple
 
 import httptools
 from tornado import httputil
@@ -49,6 +54,8 @@ _SWEEP_INTERVAL = 30.0
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
 #: Request headers that make a request Tornado's to handle.
 _UNUSUAL = frozenset((b"transfer-encoding", b"expect", b"upgrade"))
+#: Parsed heads a listener keeps (one per topic a publisher uses, about 1 KiB each).
+HEAD_CACHE_SIZE = 4096
 
 
 class FrontServer(HTTPServer):
@@ -61,6 +68,7 @@ class FrontServer(HTTPServer):
         )
         #: Connections the front holds.
         self.fronts: set[FrontConnection] = set()
+        self.heads = HeadCache()
         self.idle_timeout = float(self.conn_params.header_timeout or 3600)
         self.closing = False
         self._sweeping: asyncio.TimerHandle | None = None
@@ -110,8 +118,58 @@ class _Context:
         self.protocol = "http"
 
 
-class _Request:
-    """The first request of the peeked bytes, filled in by ``httptools``' callbacks."""
+class _Head(NamedTuple):
+    """What a plainly valid HTTP/1.1 request's head says."""
+
+    method: str
+    target: str
+    #: Shared by every request with the same head: read, never changed.
+    headers: httputil.HTTPHeaders
+    keep_alive: bool
+    body_length: int
+
+    @property
+    def route(self) -> tuple[str, str]:
+        return self.method, self.target.partition("?")[0]
+
+
+class _Request(NamedTuple):
+    """The first request of the peeked bytes."""
+
+    head: _Head
+    body: bytes
+    #: Bytes it takes on the socket, head and body.
+    size: int
+
+
+class HeadCache:
+    """Heads of ``POST`` requests already parsed, by their bytes (oldest dropped first).
+
+    Stream openings are not kept: each carries its own consumer id or
+    ``Last-Event-ID`` and would only push the publishers' heads out.
+    """
+
+    __slots__ = ("_heads",)
+
+    def __init__(self) -> None:
+        self._heads: dict[bytes, _Head] = {}
+
+    def get(self, raw: bytes) -> _Head | None:
+        return self._heads.get(raw)
+
+    def keep(self, raw: bytes, head: _Head) -> None:
+        if head.method != "POST":
+            return
+        if len(self._heads) >= HEAD_CACHE_SIZE:
+            del self._heads[next(iter(self._heads))]
+        self._heads[raw] = head
+
+    def __len__(self) -> int:
+        return len(self._heads)
+
+
+class _Parsing:
+    """One request fed to ``httptools``, filled in by its callbacks."""
 
     __slots__ = (
         "body",
@@ -120,7 +178,6 @@ class _Request:
         "keep_alive",
         "method",
         "parser",
-        "size",
         "target",
         "unusual",
         "version",
@@ -133,14 +190,9 @@ class _Request:
         self.method = ""
         self.headers = httputil.HTTPHeaders()
         self.body = b""
-        self.size = 0
         self.complete = False
         self.unusual = False
         self.keep_alive = True
-
-    @property
-    def route(self) -> tuple[str, str]:
-        return self.method, self.target.partition("?")[0]
 
     def on_url(self, url: bytes) -> None:
         self.target += url.decode("latin-1")
@@ -165,35 +217,50 @@ class _Request:
         self.complete = True
 
 
-def _parse(data: bytes) -> _Request | None:
+def _parse(data: bytes, heads: HeadCache) -> _Request | None:
     """The first request in ``data`` if it is complete, HTTP/1.1 and plain; else None.
 
-    The head is fed first and then exactly the body its ``Content-Length``
-    announces, so a pipelined request behind it is never parsed.
+    A head in ``heads`` is not parsed again; a newly parsed one is offered to it.
     """
     head_end = data.find(b"\r\n\r\n") + 4
     if head_end < 4:
         return None
-    request = _Request()
-    parser = request.parser
+    raw = data[:head_end]
+    head = heads.get(raw)
+    if head is None:
+        return _parse_new(data, head_end, heads)
+    size = head_end + head.body_length
+    if size > len(data):
+        return None  # the body has not fully arrived
+    return _Request(head, data[head_end:size], size)
+
+
+def _parse_new(data: bytes, head_end: int, heads: HeadCache) -> _Request | None:
+    """Parse with ``httptools``: the head first, then exactly the body its
+    ``Content-Length`` announces, so a pipelined request behind it is never parsed."""
+    parsing = _Parsing()
+    parser = parsing.parser
     assert parser is not None
     try:
         parser.feed_data(data[:head_end])
-        if not request.complete and not request.unusual:
-            length = int(request.headers.get("Content-Length", "0"))
+        if not parsing.complete and not parsing.unusual:
+            length = int(parsing.headers.get("Content-Length", "0"))
             if head_end + length > len(data):
                 return None
             parser.feed_data(data[head_end : head_end + length])
     except (httptools.HttpParserError, httputil.HTTPInputError):
         return None  # Tornado answers it
     finally:
-        # The parser and the request point at each other: a cycle per request would
+        # The parser and its callbacks point at each other: a cycle per request would
         # leave the garbage collector tens of thousands of objects to trace at a time.
-        request.parser = None
-    if not request.complete or request.unusual or request.version != "1.1":
+        parsing.parser = None
+    if not parsing.complete or parsing.unusual or parsing.version != "1.1":
         return None
-    request.size = head_end + len(request.body)
-    return request
+    head = _Head(
+        parsing.method, parsing.target, parsing.headers, parsing.keep_alive, len(parsing.body)
+    )
+    heads.keep(data[:head_end], head)
+    return _Request(head, parsing.body, head_end + len(parsing.body))
 
 
 class FrontConnection(httputil.HTTPConnection):
@@ -275,11 +342,12 @@ class FrontConnection(httputil.HTTPConnection):
         if not data:  # the client hung up between requests
             self.close()
             return
-        request = _parse(data)
-        route = None if request is None else self.router.routes.get(request.route)
+        request = _parse(data, self.server.heads)
+        route = None if request is None else self.router.routes.get(request.head.route)
         if request is None or route is None:
             self._pass_on()
             return
+        head = request.head
         try:
             consumed = len(self.sock.recv(request.size))
         except OSError:  # reset since it was peeked
@@ -288,19 +356,17 @@ class FrontConnection(httputil.HTTPConnection):
             self.close()
             return
         self.busy = True
-        self._close_after = not request.keep_alive
-        start_line = httputil.RequestStartLine(request.method, request.target, "HTTP/1.1")
+        self._close_after = not head.keep_alive
+        start_line = httputil.RequestStartLine(head.method, head.target, "HTTP/1.1")
         try:
             delegate = route(self, self._to_application)
-            delegate.headers_received(start_line, request.headers)
+            delegate.headers_received(start_line, head.headers)
             if request.body:
                 delegate.data_received(request.body)
             delegate.finish()
         except Exception:
             # As Tornado's HTTP layer does with a delegate that fails: log, hang up.
-            app_log.error(
-                "Uncaught exception in %s %s", request.method, request.route[1], exc_info=True
-            )
+            app_log.error("Uncaught exception in %s %s", head.method, head.route[1], exc_info=True)
             self.close()
 
     def _to_application(self) -> httputil.HTTPMessageDelegate:

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from service.web.front import PEEK_BYTES, FrontServer, _parse
+from service.web import front
+from service.web.front import PEEK_BYTES, FrontServer, HeadCache, _parse
 from tests.consumers.test_publish_route import read_response, request
 from tests.support import DEFAULT_TIMEOUT, Running, captured_logs, running_server
 
@@ -192,6 +193,69 @@ async def test_a_request_that_arrives_in_pieces_is_tornados(
     assert await received(server, consumer_id) == [b'["t","split"]\n\n']
 
 
+@pytest.fixture
+def parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per request head the front parsed (rather than found in its cache)."""
+    calls: list[int] = []
+    original = front._parse_new
+
+    def counted(data: bytes, head_end: int, heads: HeadCache) -> Any:
+        calls.append(1)
+        return original(data, head_end, heads)
+
+    monkeypatch.setattr(front, "_parse_new", counted)
+    return calls
+
+
+async def test_a_publishers_repeated_head_is_parsed_once(
+    server: Running, consumer_id: str, passed_on: list[int], parses: list[int]
+) -> None:
+    same_head = [request("POST", "/publish?topic=t", b"m%d" % n) for n in range(5)]
+    longer = request("POST", "/publish?topic=t", b"longer")
+    answers = await exchange(server, *same_head, longer)
+    assert [status for status, _h, _b in answers] == [202] * 6
+    assert answers[5][2] == b'{"topic": "t", "bytes": 6}'
+    assert len(parses) == 2  # the second Content-Length is another head
+    assert passed_on == []
+    expected = [b'["t","m%d"]\n\n' % n for n in range(5)] + [b'["t","longer"]\n\n']
+    assert await received(server, consumer_id) == expected
+
+
+async def test_a_known_head_whose_body_has_not_arrived_is_tornados(
+    server: Running, consumer_id: str, passed_on: list[int]
+) -> None:
+    whole = request("POST", "/publish?topic=t", b"first")
+    assert [status for status, _h, _b in await exchange(server, whole)] == [202]
+    reader, writer = await asyncio.open_connection(*server.admin)
+    second = request("POST", "/publish?topic=t", b"again")
+    writer.write(second[:-2])  # the same head as before, the body cut short
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.write(second[-2:])
+    status, _headers, _body = await read_response(reader)
+    writer.close()
+    assert status == 202
+    assert passed_on == [1]
+    assert await received(server, consumer_id) == [b'["t","first"]\n\n', b'["t","again"]\n\n']
+
+
+def test_the_head_cache_keeps_publishers_heads_within_its_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(front, "HEAD_CACHE_SIZE", 2)
+    heads = HeadCache()
+    stream = request("GET", "/events?id=abc")
+    assert _parse(stream, heads) is not None
+    assert len(heads) == 0  # a stream opening is never seen twice
+    publishes = [request("POST", f"/publish?topic={topic}", b"x") for topic in "abc"]
+    for data in publishes:
+        parsed = _parse(data, heads)
+        assert parsed is not None and parsed.body == b"x" and parsed.size == len(data)
+    assert len(heads) == 2
+    assert heads.get(publishes[0][:-1]) is None  # the oldest went first
+    assert heads.get(publishes[2][:-1]) is not None
+
+
 async def test_a_body_larger_than_the_front_reads_is_tornados(passed_on: list[int]) -> None:
     async with running_server(max_message_bytes=4 * PEEK_BYTES) as running:
         consumer_id = await running.create_consumer(["t"])
@@ -320,7 +384,7 @@ def test_parsing_a_request_leaves_no_garbage_cycle() -> None:
     gc.collect()
     gc.disable()
     try:
-        parsed = [_parse(data) for _ in range(100)]
+        parsed = [_parse(data, HeadCache()) for _ in range(100)]
         del parsed
         assert gc.collect() == 0
     finally:
