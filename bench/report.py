@@ -165,7 +165,7 @@ def _latency_target(scenario: str) -> Callable[[Results], Any]:
         theirs = _metric(results, scenario, "nchan", "latency_p99_ms")
         if ours is None or theirs is None:
             return None, "no data"
-        return ours <= theirs, f"{ours:.1f} vs {theirs:.1f} ms"
+        return ours <= theirs, f"{_format(ours, 'ms')} vs {_format(theirs, 'ms')} ms"
 
     return judge
 
