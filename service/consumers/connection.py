@@ -2,9 +2,12 @@
 
 Frames handed to a connection are queued on it and written once per IOLoop
 iteration by the :class:`WriteBatcher`: a burst of messages costs one ``send``
-per stream, not one per message. Bytes go straight to the socket while nothing
-is backlogged, and to the IOStream's buffer only when the kernel buffer is full.
-No coroutine, queue or future is created per delivery.
+per stream, not one per message. A message published in-process
+(:meth:`WriteBatcher.write_through`) is written to each socket as it is fanned
+out instead, since nothing else can join it in that iteration. Bytes go straight
+to the socket while nothing is backlogged, and to the IOStream's buffer only
+when the kernel buffer is full. No coroutine, queue or future is created per
+delivery.
 
 A reader that falls behind by more than ``max_write_buffer`` unsent bytes is
 disconnected at once (slow-reader policy): nothing waits for it, so it never
@@ -41,15 +44,16 @@ class WriteBatcher:
     in the same iteration has been fanned out.
     """
 
-    __slots__ = ("_dirty", "_writing_through")
+    __slots__ = ("_dirty", "writing_through")
 
     def __init__(self) -> None:
         self._dirty: list[SseConnection] = []
-        self._writing_through = False
+        #: Inside :meth:`write_through`: connections write their frames at once.
+        self.writing_through = False
 
     def mark(self, conn: SseConnection) -> None:
         """``conn`` has just queued its first frame of this iteration."""
-        if not self._dirty and not self._writing_through:
+        if not self._dirty and not self.writing_through:
             asyncio.get_running_loop().call_soon(self._flush)
         self._dirty.append(conn)
 
@@ -64,18 +68,20 @@ class WriteBatcher:
             self._flush()  # the already scheduled call then finds nothing to do
 
     def write_through(self, fan_out: Callable[[str, bytes], bool], topic: str, body: bytes) -> bool:
-        """``fan_out(topic, body)``, then write what it queued, before returning.
+        """``fan_out(topic, body)`` with every frame written as it is sent, before returning.
 
         For a message published in-process (``POST /publish`` on the memory
         broker), answered once its frames are in the sockets: nothing is left for
         the end of the iteration, and a flush scheduled there would only cost the
-        loop an extra turn (one more ``epoll_wait``) per publish.
+        loop an extra turn (one more ``epoll_wait``) per publish. A connection
+        with frames already queued gets this one queued behind them, and all of
+        them written on the way out.
         """
-        self._writing_through = True
+        self.writing_through = True
         try:
             return fan_out(topic, body)
         finally:
-            self._writing_through = False
+            self.writing_through = False
             self.flush_now()
 
 
@@ -126,14 +132,17 @@ class SseConnection:
     # --- queueing (hot path) ----------------------------------------------------
 
     def send(self, data: bytes) -> bool:
-        """Queue one topic frame for this iteration's flush."""
+        """Queue one topic frame for this iteration's flush (or write it now, when the
+        batcher writes through and nothing is queued before it)."""
         if self.closed:
             return False
-        if not self._pending:
-            self._batcher.mark(self)
-        self._pending.append(data)
         self.messages += 1
         self.bytes += len(data)
+        if not self._pending:
+            if self._batcher.writing_through:
+                return self._write(data)
+            self._batcher.mark(self)
+        self._pending.append(data)
         return True
 
     def send_control(self, frame: bytes) -> None:

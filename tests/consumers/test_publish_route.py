@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from service import sse
 from service.consumers.connection import WriteBatcher
 from service.web.router import Router
 from tests.support import (
@@ -227,6 +228,41 @@ async def test_a_publish_writes_its_frames_itself_and_leaves_no_flush_for_later(
     assert [cb for cb in scheduled if getattr(cb, "__self__", None) is batcher] == []
     frame = await client.frame()
     assert (frame.id, frame.decoded) == ("1", ["t", "x"])
+
+
+async def test_an_in_process_publish_writes_each_frame_as_it_fans_out(
+    server: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clients = [await server.stream(await server.create_consumer(["t"])) for _ in range(2)]
+    for client in clients:
+        await client.opening()
+    queued: list[Any] = []
+    mark = WriteBatcher.mark
+
+    def recording_mark(self: WriteBatcher, conn: Any) -> None:
+        queued.append(conn)
+        mark(self, conn)
+
+    monkeypatch.setattr(WriteBatcher, "mark", recording_mark)
+    await server.publish("t", "x")
+    assert queued == []  # each frame went to its socket during the fan-out
+    for client in clients:
+        frame = await client.frame()
+        assert (frame.id, frame.decoded) == ("1", ["t", "x"])
+
+
+async def test_an_in_process_publish_queues_behind_frames_already_queued(
+    server: Running,
+) -> None:
+    consumer_id = await server.create_consumer(["t"])
+    client = await server.stream(consumer_id)
+    await client.opening()
+    stream = server.manager.get(consumer_id).stream
+    stream.send_control(sse.error_frame(sse.BROKER_RECOVERED, "queued first"))
+    server.manager.batcher.write_through(server.broker.publish_now, "t", b"x")
+    first, second = await client.frame(), await client.frame()
+    assert first.inner["error"]["message"] == "queued first"
+    assert (second.id, second.decoded) == ("1", ["t", "x"])
 
 
 async def test_frames_queued_before_a_failing_fan_out_are_still_written() -> None:
