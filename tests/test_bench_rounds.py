@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.report import render
-from bench.suite import combine_rounds
+from bench.rounds import combine_rounds
 
 
 def _run(**metrics: Any) -> dict[str, Any]:

@@ -54,7 +54,7 @@ _SWEEP_INTERVAL = 30.0
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
 #: Request headers that make a request Tornado's to handle.
 _UNUSUAL = frozenset((b"transfer-encoding", b"expect", b"upgrade"))
-#: Parsed heads a listener keeps (one per topic a publisher uses, about 1 KiB each).
+#: Parsed heads a listener keeps (one per topic a publisher uses, 1-2 KiB each).
 HEAD_CACHE_SIZE = 4096
 
 

@@ -1,0 +1,57 @@
+"""A scenario's rounds, one server's runs of it, as the one set of numbers the table shows.
+
+Kept apart from :mod:`bench.suite` so it imports nothing but the standard
+library (the suite needs the benchmark's peers installed).
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+#: Metrics taken from the worst round rather than the median: a message lost in
+#: one round, or a disturbed round, must show in the table.
+_WORST_ROUND: dict[str, Any] = {
+    "lost": max,
+    "duplicated": max,
+    "out_of_order": max,
+    "publish_errors": max,
+    "connect_failed": max,
+    "reconnect_failed": max,
+    "closed_by_server": max,
+    "latency_max_ms": max,
+    "noise": max,
+    "all_delivered": all,
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def combine_rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One server's rounds of one scenario as one set of metrics.
+
+    Each number is the median over the rounds, except those in
+    ``_WORST_ROUND``; the CPU split is the median-CPU round's, so user and
+    system add up to the total shown. A round that failed makes the whole a
+    failure. Every round's own metrics stay under ``"rounds"``.
+    """
+    if len(runs) == 1:
+        return runs[0]
+    failed = [run for run in runs if run.get("status") != "ok"]
+    if failed:
+        return {**failed[0], "rounds": runs}
+    merged = dict(runs[0])
+    for key, first in runs[0].items():
+        values = [run.get(key) for run in runs]
+        if key in _WORST_ROUND:
+            merged[key] = _WORST_ROUND[key](values)
+        elif _is_number(first) and all(_is_number(value) for value in values):
+            merged[key] = statistics.median(values)
+    if all(_is_number(run.get("server_cpu_s")) for run in runs):
+        middle = sorted(runs, key=lambda run: run["server_cpu_s"])[len(runs) // 2]
+        for key in ("server_cpu_s", "server_user_s", "server_sys_s"):
+            merged[key] = middle[key]
+    merged["rounds"] = runs
+    return merged
