@@ -22,15 +22,16 @@ So the front adds no behaviour of its own: each request is answered by the same
 code either way, and Tornado remains the parser of record for everything
 unusual.
 
-A publisher sends the same head for every message of a topic; only the body
-changes. The front keeps the parsed heads of ``POST`` requests it served
-(:class:`HeadCache`), so a head seen before costs a dictionary lookup instead
-of a parse: the same bytes always parse alike.
+A publisher sends the same head for every message of a topic and body length;
+only the body changes. The front keeps the parsed heads of ``POST`` requests
+(the most recently used :data:`HEAD_CACHE_SIZE`), so a head seen before costs
+a lookup instead of a parse: the same bytes always parse alike.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -54,7 +55,8 @@ _SWEEP_INTERVAL = 30.0
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
 #: Request headers that make a request Tornado's to handle.
 _UNUSUAL = frozenset((b"transfer-encoding", b"expect", b"upgrade"))
-#: Parsed heads a listener keeps (one per topic a publisher uses, 1-2 KiB each).
+#: Parsed ``POST`` heads kept (one per topic and body length a publisher uses,
+#: 1-2 KiB each).
 HEAD_CACHE_SIZE = 4096
 
 
@@ -68,7 +70,6 @@ class FrontServer(HTTPServer):
         )
         #: Connections the front holds.
         self.fronts: set[FrontConnection] = set()
-        self.heads = HeadCache()
         self.idle_timeout = float(self.conn_params.header_timeout or 3600)
         self.closing = False
         self._sweeping: asyncio.TimerHandle | None = None
@@ -142,38 +143,11 @@ class _Request(NamedTuple):
     size: int
 
 
-class HeadCache:
-    """Heads of ``POST`` requests already parsed, by their bytes (oldest dropped first).
-
-    Stream openings are not kept: each carries its own consumer id or
-    ``Last-Event-ID`` and would only push the publishers' heads out.
-    """
-
-    __slots__ = ("_heads",)
-
-    def __init__(self) -> None:
-        self._heads: dict[bytes, _Head] = {}
-
-    def get(self, raw: bytes) -> _Head | None:
-        return self._heads.get(raw)
-
-    def keep(self, raw: bytes, head: _Head) -> None:
-        if head.method != "POST":
-            return
-        if len(self._heads) >= HEAD_CACHE_SIZE:
-            del self._heads[next(iter(self._heads))]
-        self._heads[raw] = head
-
-    def __len__(self) -> int:
-        return len(self._heads)
-
-
-class _Parsing:
-    """One request fed to ``httptools``, filled in by its callbacks."""
+class _HeadParsing:
+    """One request head fed to ``httptools``, filled in by its callbacks."""
 
     __slots__ = (
-        "body",
-        "complete",
+        "done",
         "headers",
         "keep_alive",
         "method",
@@ -189,8 +163,7 @@ class _Parsing:
         self.target = ""
         self.method = ""
         self.headers = httputil.HTTPHeaders()
-        self.body = b""
-        self.complete = False
+        self.done = False
         self.unusual = False
         self.keep_alive = True
 
@@ -204,63 +177,56 @@ class _Parsing:
         self.headers.add(name.decode("latin-1"), value.decode("latin-1").strip(" \t"))
 
     def on_headers_complete(self) -> None:
-        # Read here: the parser forgets them once the message is complete.
         assert self.parser is not None
         self.method = self.parser.get_method().decode("ascii")
         self.version = self.parser.get_http_version()
         self.keep_alive = self.parser.should_keep_alive()
-
-    def on_body(self, body: bytes) -> None:
-        self.body += body
-
-    def on_message_complete(self) -> None:
-        self.complete = True
+        self.done = True
 
 
-def _parse(data: bytes, heads: HeadCache) -> _Request | None:
+def _parse_head(raw: bytes) -> _Head | None:
+    """``raw`` (up to the blank line) if it is a plainly valid HTTP/1.1 request head,
+    parsed with ``httptools``; else None, for Tornado to answer."""
+    parsing = _HeadParsing()
+    parser = parsing.parser
+    assert parser is not None
+    try:
+        parser.feed_data(raw)
+        length = int(parsing.headers.get("Content-Length", "0"))
+    except (httptools.HttpParserError, httputil.HTTPInputError, ValueError):
+        return None
+    finally:
+        # The parser and its callbacks point at each other: a cycle per request would
+        # leave the garbage collector tens of thousands of objects to trace at a time.
+        parsing.parser = None
+    if not parsing.done or parsing.unusual or parsing.version != "1.1":
+        return None
+    return _Head(parsing.method, parsing.target, parsing.headers, parsing.keep_alive, length)
+
+
+#: ``_parse_head`` for ``POST`` heads, remembered. Stream openings are not: each
+#: carries its own consumer id or ``Last-Event-ID``, and would only push the
+#: publishers' heads out.
+_parse_post_head = functools.lru_cache(maxsize=HEAD_CACHE_SIZE)(_parse_head)
+
+
+def _parse(data: bytes) -> _Request | None:
     """The first request in ``data`` if it is complete, HTTP/1.1 and plain; else None.
 
-    A head in ``heads`` is not parsed again; a newly parsed one is offered to it.
+    Only the body its head announces is taken, so a pipelined request behind it
+    stays for later.
     """
     head_end = data.find(b"\r\n\r\n") + 4
     if head_end < 4:
         return None
     raw = data[:head_end]
-    head = heads.get(raw)
+    head = _parse_post_head(raw) if raw.startswith(b"POST ") else _parse_head(raw)
     if head is None:
-        return _parse_new(data, head_end, heads)
+        return None
     size = head_end + head.body_length
     if size > len(data):
         return None  # the body has not fully arrived
     return _Request(head, data[head_end:size], size)
-
-
-def _parse_new(data: bytes, head_end: int, heads: HeadCache) -> _Request | None:
-    """Parse with ``httptools``: the head first, then exactly the body its
-    ``Content-Length`` announces, so a pipelined request behind it is never parsed."""
-    parsing = _Parsing()
-    parser = parsing.parser
-    assert parser is not None
-    try:
-        parser.feed_data(data[:head_end])
-        if not parsing.complete and not parsing.unusual:
-            length = int(parsing.headers.get("Content-Length", "0"))
-            if head_end + length > len(data):
-                return None
-            parser.feed_data(data[head_end : head_end + length])
-    except (httptools.HttpParserError, httputil.HTTPInputError):
-        return None  # Tornado answers it
-    finally:
-        # The parser and its callbacks point at each other: a cycle per request would
-        # leave the garbage collector tens of thousands of objects to trace at a time.
-        parsing.parser = None
-    if not parsing.complete or parsing.unusual or parsing.version != "1.1":
-        return None
-    head = _Head(
-        parsing.method, parsing.target, parsing.headers, parsing.keep_alive, len(parsing.body)
-    )
-    heads.keep(data[:head_end], head)
-    return _Request(head, parsing.body, head_end + len(parsing.body))
 
 
 class FrontConnection(httputil.HTTPConnection):
@@ -342,7 +308,7 @@ class FrontConnection(httputil.HTTPConnection):
         if not data:  # the client hung up between requests
             self.close()
             return
-        request = _parse(data, self.server.heads)
+        request = _parse(data)
         route = None if request is None else self.router.routes.get(request.head.route)
         if request is None or route is None:
             self._pass_on()

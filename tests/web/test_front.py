@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from service.web import front
-from service.web.front import PEEK_BYTES, FrontServer, HeadCache, _parse
+from service.web.front import HEAD_CACHE_SIZE, PEEK_BYTES, FrontServer, _parse, _parse_head
 from tests.consumers.test_publish_route import read_response, request
 from tests.support import DEFAULT_TIMEOUT, Running, captured_logs, running_server
 
@@ -194,28 +194,23 @@ async def test_a_request_that_arrives_in_pieces_is_tornados(
 
 
 @pytest.fixture
-def parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """One entry per request head the front parsed (rather than found in its cache)."""
-    calls: list[int] = []
-    original = front._parse_new
-
-    def counted(data: bytes, head_end: int, heads: HeadCache) -> Any:
-        calls.append(1)
-        return original(data, head_end, heads)
-
-    monkeypatch.setattr(front, "_parse_new", counted)
-    return calls
+def post_heads() -> Iterator[Any]:
+    """The front's cache of parsed ``POST`` heads, empty to begin with."""
+    front._parse_post_head.cache_clear()
+    yield front._parse_post_head
+    front._parse_post_head.cache_clear()
 
 
 async def test_a_publishers_repeated_head_is_parsed_once(
-    server: Running, consumer_id: str, passed_on: list[int], parses: list[int]
+    server: Running, consumer_id: str, passed_on: list[int], post_heads: Any
 ) -> None:
     same_head = [request("POST", "/publish?topic=t", b"m%d" % n) for n in range(5)]
     longer = request("POST", "/publish?topic=t", b"longer")
     answers = await exchange(server, *same_head, longer)
     assert [status for status, _h, _b in answers] == [202] * 6
     assert answers[5][2] == b'{"topic": "t", "bytes": 6}'
-    assert len(parses) == 2  # the second Content-Length is another head
+    # The second Content-Length is another head.
+    assert (post_heads.cache_info().misses, post_heads.cache_info().hits) == (2, 4)
     assert passed_on == []
     expected = [b'["t","m%d"]\n\n' % n for n in range(5)] + [b'["t","longer"]\n\n']
     assert await received(server, consumer_id) == expected
@@ -239,21 +234,16 @@ async def test_a_known_head_whose_body_has_not_arrived_is_tornados(
     assert await received(server, consumer_id) == [b'["t","first"]\n\n', b'["t","again"]\n\n']
 
 
-def test_the_head_cache_keeps_publishers_heads_within_its_bound(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(front, "HEAD_CACHE_SIZE", 2)
-    heads = HeadCache()
+def test_only_publishers_heads_are_kept(post_heads: Any) -> None:
     stream = request("GET", "/events?id=abc")
-    assert _parse(stream, heads) is not None
-    assert len(heads) == 0  # a stream opening is never seen twice
+    assert _parse(stream) is not None
+    assert post_heads.cache_info().currsize == 0  # a stream opening is never seen twice
     publishes = [request("POST", f"/publish?topic={topic}", b"x") for topic in "abc"]
     for data in publishes:
-        parsed = _parse(data, heads)
+        parsed = _parse(data)
         assert parsed is not None and parsed.body == b"x" and parsed.size == len(data)
-    assert len(heads) == 2
-    assert heads.get(publishes[0][:-1]) is None  # the oldest went first
-    assert heads.get(publishes[2][:-1]) is not None
+    assert post_heads.cache_info().currsize == 3
+    assert post_heads.cache_info().maxsize == HEAD_CACHE_SIZE
 
 
 async def test_a_body_larger_than_the_front_reads_is_tornados(passed_on: list[int]) -> None:
@@ -384,7 +374,7 @@ def test_parsing_a_request_leaves_no_garbage_cycle() -> None:
     gc.collect()
     gc.disable()
     try:
-        parsed = [_parse(data, HeadCache()) for _ in range(100)]
+        parsed = [_parse_head(data[: -len(b"x")]) for _ in range(100)]
         del parsed
         assert gc.collect() == 0
     finally:
