@@ -2,7 +2,9 @@
 
 No label ever takes a consumer id or a topic name (unbounded cardinality).
 Fan-out counters are bumped once per broker message, with the delivery count as
-the increment, never once per delivery.
+the increment, never once per delivery. The metrics counted per message and per
+request are :mod:`service.tally`'s lock-free ones; the rest are
+prometheus_client's own.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from prometheus_client import (
 )
 
 from service import __version__
+from service.tally import TallyCounter, TallyHistogram
 
 CLOSE_REASONS = ("client", "replaced", "consumer_closed", "slow_reader", "shutdown")
 EVICT_REASONS = ("ttl", "deleted")
@@ -133,13 +136,13 @@ class Metrics:
             "Broker subscriptions held (one per topic).",
             registry=r,
         )
-        self.messages_received = Counter(
+        self.messages_received = TallyCounter(
             "unifrost_messages_received", "Messages received from the broker.", registry=r
         )
-        self.messages_delivered = Counter(
+        self.messages_delivered = TallyCounter(
             "unifrost_messages_delivered", "Topic messages written to streams.", registry=r
         )
-        self.delivered_bytes = Counter(
+        self.delivered_bytes = TallyCounter(
             "unifrost_delivered_bytes", "Bytes of topic messages written to streams.", registry=r
         )
         self.messages_replayed = Counter(
@@ -156,7 +159,7 @@ class Metrics:
             "Streams closed because unsent bytes passed max_write_buffer.",
             registry=r,
         )
-        self.delivery_latency = Histogram(
+        self.delivery_latency = TallyHistogram(
             "unifrost_delivery_latency_seconds",
             "Broker receipt to the last socket write of a fan-out.",
             buckets=_LATENCY_BUCKETS,
@@ -167,10 +170,10 @@ class Metrics:
         self.broker_reconnects = Counter(
             "unifrost_broker_reconnects", "Broker reconnections.", registry=r
         )
-        self.http_requests = Counter(
+        self.http_requests = TallyCounter(
             "unifrost_http_requests", "HTTP requests.", ["handler", "code"], registry=r
         )
-        self.http_request_duration = Histogram(
+        self.http_request_duration = TallyHistogram(
             "unifrost_http_request_duration_seconds",
             "HTTP request duration (streams excluded).",
             ["handler"],
@@ -191,8 +194,8 @@ class Metrics:
     def count_request(self, handler: str, status: int, seconds: float | None = None) -> None:
         """One answered request: ``http_requests_total`` and, unless None, its duration.
 
-        Publishes and stream openings come thousands a second; looking their
-        labelled series up once, not per request, saves a lock and a check each.
+        Publishes and stream openings come thousands a second; their labelled
+        series are looked up once, not per request.
         """
         count = self._request_counts.get((handler, status))
         if count is None:

@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 import inspect
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Histogram
@@ -21,6 +21,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from service import cli, config
 from service import log_events as events
 from service import metrics as metrics_module
+from service.tally import TallyCounter, TallyHistogram
 
 # --- configuration ----------------------------------------------------------------
 
@@ -204,19 +205,19 @@ def metric_docs() -> list[MetricDoc]:
     sampled = _sampled_labels(metrics.registry)
     docs = []
     for wrapper in vars(metrics).values():
-        if not isinstance(wrapper, MetricWrapperBase):
+        if not isinstance(wrapper, (MetricWrapperBase, TallyCounter, TallyHistogram)):
             continue
         family = next(iter(wrapper.describe()))
         series = tuple(family.name + suffix for suffix in _SERIES_SUFFIXES[family.type])
         present = sampled.get(family.name, {})
         # prometheus_client has no public accessor for label names and buckets;
         # an Info's labels only exist once .info() set them.
-        names = tuple(wrapper._labelnames) or tuple(present)
+        names = tuple(_label_names(wrapper)) or tuple(present)
         labels = tuple(
             (label, () if family.type == "info" else present.get(label) or _label_values(label))
             for label in names
         )
-        upper = wrapper._upper_bounds if isinstance(wrapper, Histogram) else []
+        upper = _upper_bounds(wrapper)
         docs.append(
             MetricDoc(
                 name=family.name,
@@ -230,6 +231,20 @@ def metric_docs() -> list[MetricDoc]:
             )
         )
     return docs
+
+
+def _label_names(wrapper: MetricWrapperBase | TallyCounter | TallyHistogram) -> Sequence[str]:
+    if isinstance(wrapper, (TallyCounter, TallyHistogram)):
+        return wrapper.labelnames
+    return wrapper._labelnames  # type: ignore[no-any-return]
+
+
+def _upper_bounds(wrapper: MetricWrapperBase | TallyCounter | TallyHistogram) -> Sequence[float]:
+    if isinstance(wrapper, TallyHistogram):
+        return wrapper.bounds
+    if isinstance(wrapper, Histogram):
+        return wrapper._upper_bounds
+    return ()
 
 
 def _sampled_labels(registry: CollectorRegistry) -> dict[str, dict[str, tuple[str, ...]]]:
