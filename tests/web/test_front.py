@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import select
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -304,6 +305,46 @@ async def test_a_publisher_that_does_not_read_its_answers(
     consumer = server.manager.get(consumer_id)
     assert consumer.last_id == count
     assert (await received(server, consumer_id))[-1] == b'["t","%d"]\n\n' % (count - 1)
+
+
+async def test_answers_of_one_loop_iteration_are_written_together_at_its_end(
+    server: Running, consumer_id: str
+) -> None:
+    admin = server.server._servers[1]
+    clients = [socket.create_connection(server.admin) for _ in range(2)]
+    try:
+        for client in clients:  # a first exchange each: both connections wait at the front
+            client.sendall(request("POST", "/publish?topic=t", b"warm"))
+            async with asyncio.timeout(DEFAULT_TIMEOUT):
+                while not pending(client):
+                    await asyncio.sleep(0.001)
+        fronts = sorted(admin.fronts, key=lambda f: f.address[1])
+        assert len(fronts) == 2
+        consumer = server.manager.get(consumer_id)
+        delivered = consumer.last_id
+        # One loop iteration, as the loop would run it: both requests are read and published...
+        for n, client in enumerate(clients):
+            client.send(request("POST", "/publish?topic=t", b"%d" % n))
+        select.select([f.sock for f in fronts], [], [], DEFAULT_TIMEOUT)
+        for f in fronts:
+            f._readable()
+        assert consumer.last_id == delivered + 2  # the fan-out did not wait
+        # ...and neither answer has been written yet.
+        assert [pending(client) for client in clients] == [b"", b""]
+        await asyncio.sleep(0)  # the end of the iteration
+        answers = [pending(client) for client in clients]
+        assert all(answer.startswith(b"HTTP/1.1 202 Accepted\r\n") for answer in answers)
+    finally:
+        for client in clients:
+            client.close()
+
+
+def pending(sock: socket.socket) -> bytes:
+    """What has arrived on ``sock`` and not been read (without waiting)."""
+    try:
+        return sock.recv(65536, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return b""
 
 
 async def test_a_client_that_hangs_up_between_requests_is_forgotten(server: Running) -> None:
