@@ -39,6 +39,8 @@ def topic_problem(value: object) -> str | None:
         return "topic must be a string"
     if not 1 <= len(value) <= MAX_TOPIC_LENGTH:
         return f"topic must be 1-{MAX_TOPIC_LENGTH} characters"
+    if value.isascii() and value.isprintable():
+        return None  # the usual topic: neither control characters nor surrogates
     categories = {unicodedata.category(ch) for ch in value}
     if "Cc" in categories:
         return "topic must not contain control characters"

@@ -149,10 +149,8 @@ class _Head(NamedTuple):
     headers: httputil.HTTPHeaders
     keep_alive: bool
     body_length: int
-
-    @property
-    def route(self) -> tuple[str, str]:
-        return self.method, self.target.partition("?")[0]
+    #: Method and path: the router's key.
+    route: tuple[str, str]
 
 
 class _Request(NamedTuple):
@@ -222,7 +220,8 @@ def _parse_head(raw: bytes) -> _Head | None:
         parsing.parser = None
     if not parsing.done or parsing.unusual or parsing.version != "1.1":
         return None
-    return _Head(parsing.method, parsing.target, parsing.headers, parsing.keep_alive, length)
+    route = (parsing.method, parsing.target.partition("?")[0])
+    return _Head(parsing.method, parsing.target, parsing.headers, parsing.keep_alive, length, route)
 
 
 #: ``_parse_head`` for ``POST`` heads, remembered. Stream openings are not: each

@@ -1,4 +1,4 @@
-"""Topics that UTF-8 cannot carry are refused where they come in."""
+"""Topics that UTF-8 cannot carry, or with control characters, are refused where they come in."""
 
 from __future__ import annotations
 
@@ -25,3 +25,15 @@ async def test_a_json_body_spelling_a_lone_surrogate_is_a_400(server: Running) -
     info = await client.opening()
     assert info is not None
     client.close()
+
+
+def test_control_characters_are_refused_ascii_or_not() -> None:
+    # Every ASCII control (DEL included) and the C1 controls; nothing else of the first
+    # 12,288 code points (spaces, separators and the like are topic characters).
+    controls = {*range(0x20), 0x7F, *range(0x80, 0xA0)}
+    for code in range(0x3000):
+        if 0xD800 <= code <= 0xDFFF:
+            continue  # surrogates: above
+        problem = topic_problem(f"a{chr(code)}b")
+        expected = "topic must not contain control characters" if code in controls else None
+        assert problem == expected, hex(code)
