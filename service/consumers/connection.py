@@ -140,7 +140,15 @@ class SseConnection:
         self.bytes += len(data)
         if not self._pending:
             if self._batcher.writing_through:
-                return self._write(data)
+                if self._backlogged:
+                    return self._write(data)
+                # The usual case, inlined (one call per delivery fewer): the socket takes it all.
+                self._quiet_sweeps = 0
+                try:
+                    sent = self._socket.send(data)
+                except OSError:  # full or gone: _write tells which and acts
+                    return self._write(data)
+                return sent == len(data) or self._write(memoryview(data)[sent:])
             self._batcher.mark(self)
         self._pending.append(data)
         return True
@@ -165,7 +173,7 @@ class SseConnection:
 
     # --- writing ------------------------------------------------------------------
 
-    def _write(self, data: bytes) -> bool:
+    def _write(self, data: bytes | memoryview) -> bool:
         if self.closed:
             return False
         self._quiet_sweeps = 0

@@ -151,6 +151,7 @@ class _Head(NamedTuple):
     body_length: int
     #: Method and path: the router's key.
     route: tuple[str, str]
+    start_line: httputil.RequestStartLine
 
 
 class _Request(NamedTuple):
@@ -220,8 +221,16 @@ def _parse_head(raw: bytes) -> _Head | None:
         parsing.parser = None
     if not parsing.done or parsing.unusual or parsing.version != "1.1":
         return None
-    route = (parsing.method, parsing.target.partition("?")[0])
-    return _Head(parsing.method, parsing.target, parsing.headers, parsing.keep_alive, length, route)
+    method, target = parsing.method, parsing.target
+    return _Head(
+        method,
+        target,
+        parsing.headers,
+        parsing.keep_alive,
+        length,
+        route=(method, target.partition("?")[0]),
+        start_line=httputil.RequestStartLine(method, target, "HTTP/1.1"),
+    )
 
 
 #: ``_parse_head`` for ``POST`` heads, remembered. Stream openings are not: each
@@ -343,10 +352,9 @@ class FrontConnection(httputil.HTTPConnection):
             return
         self.busy = True
         self._close_after = not head.keep_alive
-        start_line = httputil.RequestStartLine(head.method, head.target, "HTTP/1.1")
         try:
             delegate = route(self, self._to_application)
-            delegate.headers_received(start_line, head.headers)
+            delegate.headers_received(head.start_line, head.headers)
             if request.body:
                 delegate.data_received(request.body)
             delegate.finish()
@@ -382,8 +390,8 @@ class FrontConnection(httputil.HTTPConnection):
         """A whole answer in one call: ``write_headers``, ``write`` and ``finish`` without
         Tornado's header objects (``headers`` must include ``Content-Length``)."""
         self._head(status, _REASONS.get(status, "Unknown"), headers)
-        self._out.append(body)
-        self.finish()
+        self.server.queue_answer(self, self._out[0] + body)
+        self._out = []
 
     def _head(self, status: int, reason: str, headers: Iterable[tuple[str, str]]) -> None:
         lines = [f"HTTP/1.1 {status} {reason}"]
