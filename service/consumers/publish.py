@@ -19,6 +19,7 @@ control-API call (``handler="publish"``, ``http.request``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -129,24 +130,7 @@ class PublishRequest(httputil.HTTPMessageDelegate):
         self.chunks = []
 
     def _topic(self) -> str:
-        # The raw value: Tornado's argument helpers strip whitespace and turn control
-        # characters into spaces, which would publish to a different topic.
-        plain = _PLAIN_TOPIC_QUERY.fullmatch(self.query)
-        values: list[bytes] | None
-        if plain is not None:  # the usual query: nothing to decode
-            values = [plain.group(1)]
-        else:
-            values = parse_qs_bytes(self.query, keep_blank_values=True).get("topic")
-        if not values:
-            raise ApiError(400, "bad-topic", "missing ?topic=")
-        try:
-            topic = values[-1].decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ApiError(400, "bad-topic", "topic is not valid UTF-8") from exc
-        problem = topic_problem(topic)
-        if problem:
-            raise ApiError(400, "bad-topic", problem)
-        return topic
+        return _topic_of(self.query)
 
     # --- publishing --------------------------------------------------------------------
 
@@ -215,6 +199,30 @@ class PublishRequest(httputil.HTTPMessageDelegate):
 
 
 _NO_HEADERS = httputil.HTTPHeaders()
+
+
+@functools.lru_cache(maxsize=4096)
+def _topic_of(query: bytes) -> str:
+    """The topic a query string names, or ApiError; remembered, as a publisher repeats
+    its query for every message (the most recently used 4,096, refusals not kept)."""
+    # The raw value: Tornado's argument helpers strip whitespace and turn control
+    # characters into spaces, which would publish to a different topic.
+    plain = _PLAIN_TOPIC_QUERY.fullmatch(query)
+    values: list[bytes] | None
+    if plain is not None:  # the usual query: nothing to decode
+        values = [plain.group(1)]
+    else:
+        values = parse_qs_bytes(query, keep_blank_values=True).get("topic")
+    if not values:
+        raise ApiError(400, "bad-topic", "missing ?topic=")
+    try:
+        topic = values[-1].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "bad-topic", "topic is not valid UTF-8") from exc
+    problem = topic_problem(topic)
+    if problem:
+        raise ApiError(400, "bad-topic", problem)
+    return topic
 
 
 def _too_large(limit: int) -> ApiError:
