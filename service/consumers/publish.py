@@ -73,7 +73,7 @@ class PublishRequest(httputil.HTTPMessageDelegate):
         self.chunks: list[bytes] = []
         self.size = 0
         self.answered = False
-        self.query = b""
+        self.path = ""
         self.headers = _NO_HEADERS  # until headers_received
 
     # --- reading ---------------------------------------------------------------------
@@ -84,14 +84,17 @@ class PublishRequest(httputil.HTTPMessageDelegate):
         headers: httputil.HTTPHeaders,
     ) -> None:
         assert isinstance(start_line, httputil.RequestStartLine)
-        self.query = start_line.path.partition("?")[2].encode("latin-1")
+        self.path = start_line.path
         self.headers = headers
         try:
             check_admin_token(self.ctx.settings.admin_token, headers)
-            limit = drain_limit(self.limit)
-            if declares_more_than(headers, limit):
-                raise _too_large(self.limit)
-            self.conn.set_max_body_size(limit)  # type: ignore[attr-defined]
+            if not isinstance(self.conn, FrontConnection):
+                # Tornado reads the body still to come: refuse or cap it by its length.
+                # (The front has the whole body already; finish() checks its size.)
+                limit = drain_limit(self.limit)
+                if declares_more_than(headers, limit):
+                    raise _too_large(self.limit)
+                self.conn.set_max_body_size(limit)  # type: ignore[attr-defined]
         except ApiError as exc:
             self._answer_error(exc)
 
@@ -130,7 +133,7 @@ class PublishRequest(httputil.HTTPMessageDelegate):
         self.chunks = []
 
     def _topic(self) -> str:
-        return _topic_of(self.query)
+        return _topic_of(self.path)
 
     # --- publishing --------------------------------------------------------------------
 
@@ -202,9 +205,11 @@ _NO_HEADERS = httputil.HTTPHeaders()
 
 
 @functools.lru_cache(maxsize=4096)
-def _topic_of(query: bytes) -> str:
-    """The topic a query string names, or ApiError; remembered, as a publisher repeats
-    its query for every message (the most recently used 4,096, refusals not kept)."""
+def _topic_of(path: str) -> str:
+    """The topic the request's path and query name, or ApiError; remembered, as a
+    publisher repeats them for every message (the most recently used 4,096, refusals
+    not kept)."""
+    query = path.partition("?")[2].encode("latin-1")
     # The raw value: Tornado's argument helpers strip whitespace and turn control
     # characters into spaces, which would publish to a different topic.
     plain = _PLAIN_TOPIC_QUERY.fullmatch(query)
