@@ -170,6 +170,10 @@ class PublishRequest(httputil.HTTPMessageDelegate):
         if self.answered:
             return
         self.answered = True
+        if isinstance(self.conn, FrontConnection) and not extra:
+            self.conn.respond_json(status, body, http_date())
+            self._record(status)
+            return
         headers = [
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(body))),

@@ -60,6 +60,11 @@ PEEK_BYTES = 64 * 1024
 _SWEEP_INTERVAL = 30.0
 #: Reason phrases of the status codes.
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
+#: The head of a JSON answer without other headers (:meth:`FrontConnection.respond_json`).
+_JSON_HEAD = (
+    b"HTTP/1.1 %d %b\r\nContent-Type: application/json\r\nContent-Length: %d\r\nDate: %b\r\n%b\r\n"
+)
+_REASON_BYTES = {status: reason.encode("latin-1") for status, reason in _REASONS.items()}
 #: Request headers that make a request Tornado's to handle.
 _UNUSUAL = frozenset((b"transfer-encoding", b"expect", b"upgrade"))
 #: Parsed ``POST`` heads kept (one per topic and body length a publisher uses,
@@ -392,6 +397,14 @@ class FrontConnection(httputil.HTTPConnection):
         self._head(status, _REASONS.get(status, "Unknown"), headers)
         self.server.queue_answer(self, self._out[0] + body)
         self._out = []
+
+    def respond_json(self, status: int, body: bytes, date: str) -> None:
+        """``respond`` with ``Content-Type: application/json``, ``Content-Length`` and
+        ``Date`` and no other headers (the control API's usual answer), from a template."""
+        close = b"Connection: close\r\n" if self._close_after else b""
+        reason = _REASON_BYTES.get(status, b"Unknown")
+        head = _JSON_HEAD % (status, reason, len(body), date.encode("latin-1"), close)
+        self.server.queue_answer(self, head + body)
 
     def _head(self, status: int, reason: str, headers: Iterable[tuple[str, str]]) -> None:
         lines = [f"HTTP/1.1 {status} {reason}"]

@@ -13,12 +13,20 @@ import gc
 import select
 import socket
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from service.web import front
-from service.web.front import HEAD_CACHE_SIZE, PEEK_BYTES, FrontServer, _parse, _parse_head
+from service.web.front import (
+    HEAD_CACHE_SIZE,
+    PEEK_BYTES,
+    FrontConnection,
+    FrontServer,
+    _parse,
+    _parse_head,
+)
 from tests.consumers.test_publish_route import read_response, request
 from tests.support import DEFAULT_TIMEOUT, Running, captured_logs, running_server
 
@@ -443,3 +451,30 @@ async def test_a_route_that_fails_hangs_up_and_the_server_goes_on(
     monkeypatch.setattr(PublishRequest, "finish", original)
     answers = await exchange(server, request("POST", "/publish?topic=t", b"x"))
     assert answers[0][0] == 202
+
+
+@pytest.mark.parametrize("close_after", [False, True])
+@pytest.mark.parametrize("status", [202, 400, 503, 599])
+def test_a_json_answer_from_the_template_is_the_generic_answer(
+    status: int, close_after: bool
+) -> None:
+    answers: list[bytes] = []
+    server = SimpleNamespace(queue_answer=lambda _front, data: answers.append(data))
+    body = b'{"topic": "t\\u00e9", "bytes": 3}'
+    date = "Sat, 28 Nov 2026 15:00:00 GMT"
+    for answer in ("generic", "template"):
+        front = object.__new__(FrontConnection)
+        front.server, front._close_after, front._out = server, close_after, []
+        if answer == "generic":
+            headers = [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))),
+                ("Date", date),
+            ]
+            front.respond(status, headers, body)
+        else:
+            front.respond_json(status, body, date)
+    generic, template = answers
+    assert template == generic
+    assert template.endswith(b"\r\n\r\n" + body)
+    assert (b"\r\nConnection: close\r\n" in template) is close_after
