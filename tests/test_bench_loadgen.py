@@ -1,0 +1,89 @@
+"""The load generator's accounting: what it reports as lost, duplicated or late is so.
+
+Frames are handed to a worker as its sockets would deliver them (cut anywhere,
+several per read), without a server: the counts behind every "0/0/0" of the
+benchmark table come from here.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Iterator
+from multiprocessing.connection import Connection
+
+import pytest
+
+from bench.loadgen import DeliveryStats, StreamProtocol, WorkerPlan, _Worker
+
+UNIFROST = StreamProtocol(path="/events?topics={topic}")
+
+
+def frame(seq: int, sent_ns: int) -> bytes:
+    return b'id: %d\nevent: message\ndata: ["t","%d:%d:......"]\n\n' % (seq, seq, sent_ns)
+
+
+@pytest.fixture
+def worker() -> Iterator[tuple[_Worker, Connection]]:
+    ours, theirs = multiprocessing.Pipe()
+    plan = WorkerPlan(
+        protocol=UNIFROST,
+        host="127.0.0.1",
+        ports=[1],
+        streams=[(0, 0)],
+        topic_names=["t"],
+        sources=["127.0.0.2"],
+        window=1,
+        cpu=None,
+        resumable=False,
+    )
+    yield _Worker(plan, theirs), ours
+    ours.close()
+    theirs.close()
+
+
+def feed(worker: _Worker, data: bytes, pieces: int = 1) -> None:
+    """``data`` as ``pieces`` reads of about equal size, cut mid-frame."""
+    size = -(-len(data) // pieces)
+    for start in range(0, len(data), size):
+        worker._consume(0, data[start : start + size], time.time_ns())
+
+
+def finish(worker: _Worker, pipe: Connection, final: int) -> DeliveryStats:
+    worker._command(("expect", [final], 0.0))
+    worker._check_done()
+    kind, stats = pipe.recv()
+    assert kind == "delivered"
+    assert isinstance(stats, DeliveryStats)
+    return stats
+
+
+def test_in_order_frames_cut_anywhere_are_all_counted(worker: tuple[_Worker, Connection]) -> None:
+    w, pipe = worker
+    sent = time.time_ns()
+    feed(w, b"".join(frame(seq, sent) for seq in range(1, 101)), pieces=37)
+    stats = finish(w, pipe, 100)
+    assert (stats.deliveries, stats.lost, stats.duplicated, stats.out_of_order) == (100, 0, 0, 0)
+    assert stats.complete_streams == 1
+    assert len(stats.latencies_ns) == 100
+    assert all(0 <= latency < 60 * 10**9 for latency in stats.latencies_ns)
+
+
+def test_gaps_duplicates_and_late_frames_are_told_apart(worker: tuple[_Worker, Connection]) -> None:
+    w, pipe = worker
+    sent = time.time_ns()
+    for seq in (1, 2, 4, 2, 3, 6, 7, 7):  # 5 never comes, 3 comes late, 2 and 7 twice
+        feed(w, frame(seq, sent))
+    stats = finish(w, pipe, 8)  # and 8, the last, never comes either
+    assert stats.deliveries == 8
+    assert (stats.lost, stats.duplicated, stats.out_of_order) == (2, 2, 1)
+    assert stats.complete_streams == 0
+
+
+def test_a_partial_frame_is_not_counted_until_it_is_whole(worker: tuple[_Worker, Connection]) -> None:
+    w, _pipe = worker
+    whole = frame(1, time.time_ns())
+    feed(w, whole[:-1])
+    assert w.deliveries == 0
+    feed(w, whole[-1:])
+    assert w.deliveries == 1
