@@ -80,7 +80,9 @@ def test_gaps_duplicates_and_late_frames_are_told_apart(worker: tuple[_Worker, C
     assert stats.complete_streams == 0
 
 
-def test_a_partial_frame_is_not_counted_until_it_is_whole(worker: tuple[_Worker, Connection]) -> None:
+def test_a_partial_frame_is_not_counted_until_it_is_whole(
+    worker: tuple[_Worker, Connection],
+) -> None:
     w, _pipe = worker
     whole = frame(1, time.time_ns())
     feed(w, whole[:-1])
