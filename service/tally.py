@@ -17,6 +17,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from itertools import accumulate
+from typing import Self
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import Histogram
@@ -27,11 +28,63 @@ from prometheus_client.utils import floatToGoString
 DEFAULT_BUCKETS = tuple(b for b in Histogram.DEFAULT_BUCKETS if b != float("inf"))
 
 
-class TallyCounter:
-    """A counter: ``inc`` adds to a plain number. ``labels(...)`` gives the child
-    of one label set (look it up once, keep it, as with prometheus_client)."""
+class _Tally:
+    """What counters and histograms share: a name, labels and the collector protocol.
 
-    __slots__ = ("_children", "documentation", "labelnames", "name", "value")
+    ``labels(...)`` gives the child of one label set (look it up once and keep
+    it, as with prometheus_client); an unlabelled tally counts in itself.
+    """
+
+    __slots__ = ("_children", "documentation", "labelnames", "name")
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry | None,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], Self] = {}
+        if registry is not None:
+            registry.register(self)
+
+    def labels(self, *values: str) -> Self:
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes labels {self.labelnames}")
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._child()
+        return child
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        if self.labelnames:
+            for values, child in self._children.items():
+                child._add_to(family, values)
+        else:
+            self._add_to(family, ())
+        yield family
+
+    def _family(self) -> Metric:
+        raise NotImplementedError
+
+    def _child(self) -> Self:
+        raise NotImplementedError
+
+    def _add_to(self, family: Metric, values: Sequence[str]) -> None:
+        raise NotImplementedError
+
+
+class TallyCounter(_Tally):
+    """A counter: ``inc`` adds to a plain number."""
+
+    __slots__ = ("value",)
 
     def __init__(
         self,
@@ -40,42 +93,27 @@ class TallyCounter:
         labelnames: Sequence[str] = (),
         registry: CollectorRegistry | None = None,
     ) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.labelnames = tuple(labelnames)
         self.value = 0.0
-        self._children: dict[tuple[str, ...], TallyCounter] = {}
-        if registry is not None:
-            registry.register(self)
+        super().__init__(name, documentation, labelnames, registry)
 
     def inc(self, amount: float = 1) -> None:
         self.value += amount
 
-    def labels(self, *values: str) -> TallyCounter:
-        if len(values) != len(self.labelnames):
-            raise ValueError(f"{self.name} takes labels {self.labelnames}")
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = TallyCounter(self.name, self.documentation)
-        return child
+    def _family(self) -> Metric:
+        return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
-    def describe(self) -> Iterator[Metric]:
-        yield CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+    def _child(self) -> TallyCounter:
+        return TallyCounter(self.name, self.documentation)
 
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        if self.labelnames:
-            for values, child in self._children.items():
-                family.add_metric(values, child.value)
-        else:
-            family.add_metric((), self.value)
-        yield family
+    def _add_to(self, family: Metric, values: Sequence[str]) -> None:
+        assert isinstance(family, CounterMetricFamily)
+        family.add_metric(values, self.value)
 
 
-class TallyHistogram:
+class TallyHistogram(_Tally):
     """A histogram: ``observe`` adds one to its bucket's plain count."""
 
-    __slots__ = ("_children", "bounds", "counts", "documentation", "labelnames", "name", "sum")
+    __slots__ = ("bounds", "counts", "sum")
 
     def __init__(
         self,
@@ -85,44 +123,25 @@ class TallyHistogram:
         registry: CollectorRegistry | None = None,
         buckets: Sequence[float] = DEFAULT_BUCKETS,
     ) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.labelnames = tuple(labelnames)
         #: Upper bounds, ascending, without ``+Inf``.
         self.bounds = tuple(sorted(float(b) for b in buckets if b != float("inf")))
         #: Observations per bucket (not cumulative); the last one is ``+Inf``'s.
         self.counts = [0] * (len(self.bounds) + 1)
         self.sum = 0.0
-        self._children: dict[tuple[str, ...], TallyHistogram] = {}
-        if registry is not None:
-            registry.register(self)
+        super().__init__(name, documentation, labelnames, registry)
 
     def observe(self, value: float) -> None:
         # Buckets are "less than or equal": the first bound not below the value.
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
-    def labels(self, *values: str) -> TallyHistogram:
-        if len(values) != len(self.labelnames):
-            raise ValueError(f"{self.name} takes labels {self.labelnames}")
-        child = self._children.get(values)
-        if child is None:
-            child = TallyHistogram(self.name, self.documentation, buckets=self.bounds)
-            self._children[values] = child
-        return child
+    def _family(self) -> Metric:
+        return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
-    def describe(self) -> Iterator[Metric]:
-        yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+    def _child(self) -> TallyHistogram:
+        return TallyHistogram(self.name, self.documentation, buckets=self.bounds)
 
-    def collect(self) -> Iterator[Metric]:
-        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        if self.labelnames:
-            for values, child in self._children.items():
-                child._add_to(family, values)
-        else:
-            self._add_to(family, ())
-        yield family
-
-    def _add_to(self, family: HistogramMetricFamily, values: Sequence[str]) -> None:
+    def _add_to(self, family: Metric, values: Sequence[str]) -> None:
+        assert isinstance(family, HistogramMetricFamily)
         bounds = [floatToGoString(b) for b in self.bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
         family.add_metric(values, list(zip(bounds, accumulate(self.counts), strict=True)), self.sum)
