@@ -388,15 +388,14 @@ class FrontConnection(httputil.HTTPConnection):
         # Without a length the body ends when the connection does (no chunked framing here).
         if not framed:
             self._close_after = True
-        self._head(start_line.code, start_line.reason, headers.get_all())
+        self._out = [self._head(start_line.code, start_line.reason, headers.get_all())]
         return self.write(chunk or b"")
 
     def respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         """A whole answer in one call: ``write_headers``, ``write`` and ``finish`` without
         Tornado's header objects (``headers`` must include ``Content-Length``)."""
-        self._head(status, _REASONS.get(status, "Unknown"), headers)
-        self.server.queue_answer(self, self._out[0] + body)
-        self._out = []
+        head = self._head(status, _REASONS.get(status, "Unknown"), headers)
+        self.server.queue_answer(self, head + body)
 
     def respond_json(self, status: int, body: bytes, date: str) -> None:
         """``respond`` with ``Content-Type: application/json``, ``Content-Length`` and
@@ -406,7 +405,8 @@ class FrontConnection(httputil.HTTPConnection):
         head = _JSON_HEAD % (status, reason, len(body), date.encode("latin-1"), close)
         self.server.queue_answer(self, head + body)
 
-    def _head(self, status: int, reason: str, headers: Iterable[tuple[str, str]]) -> None:
+    def _head(self, status: int, reason: str, headers: Iterable[tuple[str, str]]) -> bytes:
+        """The encoded response head (noting whether the connection closes after it)."""
         lines = [f"HTTP/1.1 {status} {reason}"]
         connection = None
         for name, value in headers:
@@ -417,7 +417,7 @@ class FrontConnection(httputil.HTTPConnection):
             self._close_after = True
         elif connection is None and self._close_after:
             lines.append("Connection: close")
-        self._out = [("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     def write(self, chunk: bytes) -> Future[None]:
         if chunk:
