@@ -10,8 +10,13 @@ the same pattern finds it in unifrost's JSON array, in nchan's raw ``data:``
 line and in sse-starlette's ``data:`` line (inside HTTP chunks).
 
 Per stream the worker checks that the topic's sequence numbers arrive 1, 2, 3...
-(lost, duplicated, out-of-order) and records publish-to-receive latency for every
-delivery. The orchestrating process drives the workers through pipes with
+(lost, duplicated, out-of-order) and records two latencies for every delivery:
+from the publish to the frame's *arrival* in the stream's socket (the kernel's
+receive timestamp, ``SO_TIMESTAMPNS``) and to the *read* that returned it. A
+read returning several frames carries the timestamp of the last segment it
+took, so an arrival is never earlier than it was; the read time adds whatever
+the load generator itself was busy with, which is why the two are kept apart.
+The orchestrating process drives the workers through pipes with
 :class:`LoadGenerator`.
 """
 
@@ -24,6 +29,7 @@ import os
 import re
 import select
 import socket
+import sys
 import time
 from array import array
 from collections import deque
@@ -36,6 +42,8 @@ _RECV_BYTES = 1 << 20
 _IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 _MAX_TAIL = 1 << 20
 _CONNECT_ATTEMPTS = 3
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # also the cmsg type (SCM_)
+_STAMP_SPACE = socket.CMSG_SPACE(16)  # one struct timespec
 #: One stream in this many records per-message latencies (fan-out diagnostics).
 SAMPLE_EVERY = 50
 
@@ -115,8 +123,11 @@ class DeliveryStats:
     complete_streams: int = 0
     closed_by_server: int = 0
     completed_ns: int = 0
+    #: Publish to arrival in the stream's socket, per delivery.
     latencies_ns: array[int] = field(default_factory=lambda: array("q"))
-    #: (topic, seq, latency ns) of every delivery on a sample of the streams.
+    #: Publish to the load generator's read of it, per delivery.
+    read_latencies_ns: array[int] = field(default_factory=lambda: array("q"))
+    #: (topic, seq, arrival latency ns) of every delivery on a sample of the streams.
     samples: list[tuple[int, int, int]] = field(default_factory=list)
 
     def merge(self, other: DeliveryStats) -> None:
@@ -129,6 +140,7 @@ class DeliveryStats:
         self.closed_by_server += other.closed_by_server
         self.completed_ns = max(self.completed_ns, other.completed_ns)
         self.latencies_ns.extend(other.latencies_ns)
+        self.read_latencies_ns.extend(other.read_latencies_ns)
         self.samples.extend(other.samples)
 
 
@@ -162,6 +174,7 @@ class _Worker:
         self.control_fd = control.fileno()
         self.poller.register(self.control_fd, select.EPOLLIN)
         self.buffer = bytearray(_RECV_BYTES)
+        self.buffers = [self.buffer]
         self.view = memoryview(self.buffer)
         self.exit = False
         # Connect wave.
@@ -174,6 +187,7 @@ class _Worker:
         self.out_of_order = 0
         self.closed_by_server = 0
         self.latencies: array[int] = array("q")
+        self.read_latencies: array[int] = array("q")
         # Every SAMPLE_EVERY-th stream also keeps (topic, seq, latency) so the
         # orchestrator can tell when each message's fan-out began and ended.
         self.sampled = [i % SAMPLE_EVERY == 0 for i in range(n)]
@@ -260,6 +274,7 @@ class _Worker:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         sock.bind((plan.sources[i % len(plan.sources)], 0))
         self.socks[i] = sock
         err = sock.connect_ex((plan.host, plan.ports[plan.streams[i][1]]))
@@ -302,8 +317,9 @@ class _Worker:
         sock = self.socks[i]
         assert sock is not None
         error = "closed before the response head"
+        ancillary: list[tuple[int, int, bytes]] = []
         try:
-            data = sock.recv(65536)
+            data, ancillary, _flags, _address = sock.recvmsg(65536, _STAMP_SPACE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -331,7 +347,7 @@ class _Worker:
         wave.finished_ns = now
         body = data[end + 4 :]
         if body:
-            self._consume(i, body, now)
+            self._consume(i, body, now, arrival(ancillary, now))
 
     def _attempt_failed(self, i: int, error: str, retry: bool = True) -> None:
         """A connect attempt ended without an open stream: try again or give up."""
@@ -362,7 +378,7 @@ class _Worker:
         sock = self.socks[i]
         assert sock is not None
         try:
-            size = sock.recv_into(self.buffer)
+            size, ancillary, _flags, _address = sock.recvmsg_into(self.buffers, _STAMP_SPACE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -372,10 +388,15 @@ class _Worker:
             self._drop(i)
             self.state[i] = _FAILED
             return
-        self._consume(i, bytes(self.view[:size]), time.time_ns())
+        now = time.time_ns()
+        self._consume(i, bytes(self.view[:size]), now, arrival(ancillary, now))
 
-    def _consume(self, i: int, data: bytes, now: int) -> None:
-        """Account for every complete frame in ``data`` (plus what was left over)."""
+    def _consume(self, i: int, data: bytes, now: int, arrived: int) -> None:
+        """Account for every complete frame in ``data`` (plus what was left over).
+
+        ``now`` is when the read returned, ``arrived`` the arrival timestamp
+        of the latest segment it took.
+        """
         tail = self.tails[i]
         if tail:
             data = tail + data
@@ -397,8 +418,10 @@ class _Worker:
         count = len(pairs)
         self.deliveries += count
         self.progress_ns = now
-        latencies = [now - int(sent) for _, sent in pairs]
+        sents = [int(sent) for _, sent in pairs]
+        latencies = [arrived - sent for sent in sents]
         self.latencies.extend(latencies)
+        self.read_latencies.extend([now - sent for sent in sents])
         seqs = [int(seq) for seq, _ in pairs]
         if self.sampled[i]:
             topic = self.topic[i]
@@ -464,6 +487,7 @@ class _Worker:
             closed_by_server=self.closed_by_server,
             completed_ns=self.completed_ns or self.progress_ns,
             latencies_ns=self.latencies,
+            read_latencies_ns=self.read_latencies,
             samples=self.samples,
         )
         for i in range(self.n):
@@ -472,6 +496,7 @@ class _Worker:
         self.final = None
         self.control.send(("delivered", stats))
         self.latencies = array("q")
+        self.read_latencies = array("q")
         self.samples = []
 
     def _drop(self, i: int) -> None:
@@ -496,6 +521,15 @@ def _worker_main(plan: WorkerPlan, control: Connection) -> None:
     worker = _Worker(plan, control)
     control.send(("ready",))
     worker.run()
+
+
+def arrival(ancillary: list[tuple[int, int, bytes]], default: int) -> int:
+    """The receive timestamp in a read's ancillary data (ns), or ``default``."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= 16:
+            seconds = int.from_bytes(data[:8], sys.byteorder, signed=True)
+            return seconds * 1_000_000_000 + int.from_bytes(data[8:16], sys.byteorder)
+    return default
 
 
 def cpu_times(pid: int) -> tuple[float, float]:

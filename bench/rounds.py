@@ -20,6 +20,7 @@ _WORST_ROUND: dict[str, Any] = {
     "reconnect_failed": max,
     "closed_by_server": max,
     "latency_max_ms": max,
+    "read_latency_max_ms": max,
     "noise": max,
     "all_delivered": all,
 }

@@ -193,7 +193,7 @@ def cpu_metrics(
     return out
 
 
-def percentiles_ms(latencies_ns: Iterable[int]) -> dict[str, float]:
+def percentiles_ms(latencies_ns: Iterable[int], prefix: str = "latency") -> dict[str, float]:
     """p50/p90/p99/p99.9/max of nanosecond latencies, in milliseconds."""
     ordered: list[int] = sorted(latencies_ns)
     if not ordered:
@@ -204,11 +204,11 @@ def percentiles_ms(latencies_ns: Iterable[int]) -> dict[str, float]:
         return round(ordered[min(n - 1, int(q * n))] / 1e6, 2)
 
     return {
-        "latency_p50_ms": at(0.50),
-        "latency_p90_ms": at(0.90),
-        "latency_p99_ms": at(0.99),
-        "latency_p999_ms": at(0.999),
-        "latency_max_ms": round(ordered[-1] / 1e6, 2),
+        f"{prefix}_p50_ms": at(0.50),
+        f"{prefix}_p90_ms": at(0.90),
+        f"{prefix}_p99_ms": at(0.99),
+        f"{prefix}_p999_ms": at(0.999),
+        f"{prefix}_max_ms": round(ordered[-1] / 1e6, 2),
     }
 
 
@@ -284,6 +284,7 @@ def _delivery_metrics(
         **cpu,
         "loadgen_busy": round(cpu["loadgen_cpu_s"] / wall, 2),
         **percentiles_ms(delivered.latencies_ns),
+        **percentiles_ms(delivered.read_latencies_ns, "read_latency"),
         **fanout_metrics(delivered.samples),
     }
 

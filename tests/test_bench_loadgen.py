@@ -8,13 +8,22 @@ benchmark table come from here.
 from __future__ import annotations
 
 import multiprocessing
+import socket
 import time
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
 
 import pytest
 
-from bench.loadgen import DeliveryStats, StreamProtocol, WorkerPlan, _Worker
+from bench.loadgen import (
+    _SO_TIMESTAMPNS,
+    _STAMP_SPACE,
+    DeliveryStats,
+    StreamProtocol,
+    WorkerPlan,
+    _Worker,
+    arrival,
+)
 
 UNIFROST = StreamProtocol(path="/events?topics={topic}")
 
@@ -46,7 +55,8 @@ def feed(worker: _Worker, data: bytes, pieces: int = 1) -> None:
     """``data`` as ``pieces`` reads of about equal size, cut mid-frame."""
     size = -(-len(data) // pieces)
     for start in range(0, len(data), size):
-        worker._consume(0, data[start : start + size], time.time_ns())
+        now = time.time_ns()
+        worker._consume(0, data[start : start + size], now, now)
 
 
 def finish(worker: _Worker, pipe: Connection, final: int) -> DeliveryStats:
@@ -89,3 +99,44 @@ def test_a_partial_frame_is_not_counted_until_it_is_whole(
     assert w.deliveries == 0
     feed(w, whole[-1:])
     assert w.deliveries == 1
+
+
+def test_latency_runs_to_arrival_and_read_latency_to_the_read(
+    worker: tuple[_Worker, Connection],
+) -> None:
+    w, pipe = worker
+    sent = time.time_ns()
+    arrived, read = sent + 2_000_000, sent + 50_000_000
+    w._consume(0, frame(1, sent) + frame(2, sent), read, arrived)
+    stats = finish(w, pipe, 2)
+    assert list(stats.latencies_ns) == [2_000_000, 2_000_000]
+    assert list(stats.read_latencies_ns) == [50_000_000, 50_000_000]
+
+
+def test_the_arrival_is_the_kernels_receive_time_not_the_reads() -> None:
+    """Over real loopback TCP: a frame read 50 ms after it was sent arrived at once."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        client.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        peer, _ = server.accept()
+        with client, peer:
+            before = time.time_ns()
+            peer.sendall(b"first")
+            time.sleep(0.05)
+            data, ancillary, _flags, _address = client.recvmsg(64, _STAMP_SPACE)
+            read = time.time_ns()
+            stamp = arrival(ancillary, read)
+            assert data == b"first"
+            assert before <= stamp < before + 20_000_000 < read
+            # A read that takes two segments carries the later one's time.
+            peer.sendall(b"second")
+            time.sleep(0.03)
+            middle = time.time_ns()
+            peer.sendall(b"third")
+            time.sleep(0.01)
+            _data, ancillary, _flags, _address = client.recvmsg(64, _STAMP_SPACE)
+            assert arrival(ancillary, 0) >= middle
+
+
+def test_a_read_without_a_timestamp_counts_as_arriving_when_read() -> None:
+    assert arrival([], 123) == 123
