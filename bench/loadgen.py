@@ -117,6 +117,8 @@ class DeliveryStats:
 
     streams: int = 0
     deliveries: int = 0
+    #: Reads that returned at least one payload frame.
+    reads: int = 0
     lost: int = 0
     duplicated: int = 0
     out_of_order: int = 0
@@ -133,6 +135,7 @@ class DeliveryStats:
     def merge(self, other: DeliveryStats) -> None:
         self.streams += other.streams
         self.deliveries += other.deliveries
+        self.reads += other.reads
         self.lost += other.lost
         self.duplicated += other.duplicated
         self.out_of_order += other.out_of_order
@@ -183,6 +186,7 @@ class _Worker:
         self.wave: ConnectStats | None = None
         # Delivery accounting.
         self.deliveries = 0
+        self.reads = 0
         self.duplicated = 0
         self.out_of_order = 0
         self.closed_by_server = 0
@@ -417,6 +421,7 @@ class _Worker:
             return
         count = len(pairs)
         self.deliveries += count
+        self.reads += 1
         self.progress_ns = now
         sents = [int(sent) for _, sent in pairs]
         latencies = [arrived - sent for sent in sents]
@@ -481,6 +486,7 @@ class _Worker:
         stats = DeliveryStats(
             streams=self.n,
             deliveries=self.deliveries,
+            reads=self.reads,
             duplicated=self.duplicated,
             out_of_order=self.out_of_order,
             complete_streams=self.done_count,

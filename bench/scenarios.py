@@ -272,6 +272,7 @@ def _delivery_metrics(
         "publish_max_lag_ms": round(published.max_lag_ns / 1e6, 2),
         "expected": expected,
         "deliveries": delivered.deliveries,
+        "frames_per_read": round(delivered.deliveries / max(1, delivered.reads), 2),
         "lost": delivered.lost,
         "duplicated": delivered.duplicated,
         "out_of_order": delivered.out_of_order,

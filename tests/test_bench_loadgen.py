@@ -111,6 +111,7 @@ def test_latency_runs_to_arrival_and_read_latency_to_the_read(
     stats = finish(w, pipe, 2)
     assert list(stats.latencies_ns) == [2_000_000, 2_000_000]
     assert list(stats.read_latencies_ns) == [50_000_000, 50_000_000]
+    assert (stats.deliveries, stats.reads) == (2, 1)  # two frames in one read
 
 
 def test_the_arrival_is_the_kernels_receive_time_not_the_reads() -> None:
