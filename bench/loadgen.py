@@ -423,6 +423,31 @@ class _Worker:
         self.deliveries += count
         self.reads += 1
         self.progress_ns = now
+        if count == 1:
+            self._one(i, pairs[0], now, arrived)
+        else:
+            self._several(i, pairs, now, arrived)
+        final = self.final
+        if final is not None and not self.done[i] and self.next_seq[i] > final[i]:
+            self.done[i] = True
+            self.done_count += 1
+            if self.done_count == self.n:
+                self.completed_ns = now
+
+    def _one(self, i: int, pair: tuple[bytes, bytes], now: int, arrived: int) -> None:
+        """A read with one frame (the usual case while the reader keeps up)."""
+        seq, sent = int(pair[0]), int(pair[1])
+        latency = arrived - sent
+        self.latencies.append(latency)
+        self.read_latencies.append(now - sent)
+        if self.sampled[i]:
+            self.samples.append((self.topic[i], seq, latency))
+        if seq == self.next_seq[i]:
+            self.next_seq[i] = seq + 1
+        else:
+            self._irregular(i, [seq])
+
+    def _several(self, i: int, pairs: list[tuple[bytes, bytes]], now: int, arrived: int) -> None:
         sents = [int(sent) for _, sent in pairs]
         latencies = [arrived - sent for sent in sents]
         self.latencies.extend(latencies)
@@ -434,16 +459,11 @@ class _Worker:
                 [(topic, seq, lat) for seq, lat in zip(seqs, latencies, strict=True)]
             )
         expected = self.next_seq[i]
+        count = len(seqs)
         if seqs[0] == expected and seqs == list(range(expected, expected + count)):
             self.next_seq[i] = expected + count
         else:
             self._irregular(i, seqs)
-        final = self.final
-        if final is not None and not self.done[i] and self.next_seq[i] > final[i]:
-            self.done[i] = True
-            self.done_count += 1
-            if self.done_count == self.n:
-                self.completed_ns = now
 
     def _irregular(self, i: int, seqs: list[int]) -> None:
         """The slow path: a gap, a duplicate or a late message in this chunk."""
