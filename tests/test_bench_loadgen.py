@@ -121,6 +121,7 @@ def test_the_arrival_is_the_kernels_receive_time_not_the_reads() -> None:
         client.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         peer, _ = server.accept()
         with client, peer:
+            wait_for_receive_timestamps(peer, client)
             before = time.time_ns()
             peer.sendall(b"first")
             time.sleep(0.05)
@@ -137,6 +138,18 @@ def test_the_arrival_is_the_kernels_receive_time_not_the_reads() -> None:
             time.sleep(0.01)
             _data, ancillary, _flags, _address = client.recvmsg(64, _STAMP_SPACE)
             assert arrival(ancillary, 0) >= middle
+
+
+def wait_for_receive_timestamps(sender: socket.socket, receiver: socket.socket) -> None:
+    """The kernel turns receive timestamps on shortly after the first socket asks for
+    them (deferred work); segments before that arrive without one."""
+    for _ in range(200):
+        sender.sendall(b".")
+        _data, ancillary, _flags, _address = receiver.recvmsg(64, _STAMP_SPACE)
+        if arrival(ancillary, -1) != -1:
+            return
+        time.sleep(0.01)
+    raise AssertionError("no receive timestamps after 2 s")
 
 
 def test_a_read_without_a_timestamp_counts_as_arriving_when_read() -> None:

@@ -44,6 +44,9 @@ def write_config(
     """A main nginx.conf that includes a rewritten copy of ``shipped``; returns (path, port)."""
     port = free_port()
     text = shipped.read_text()
+    # Checked before the ports are rewritten: a random port may contain "8081".
+    shipped_directives = [line.split("#")[0] for line in text.splitlines()]
+    assert not any("8081" in line for line in shipped_directives)  # admin is never proxied
     for old, new in [
         ("listen 80;", f"listen 127.0.0.1:{port};"),
         ("listen 443 ssl http2;", f"listen 127.0.0.1:{port} ssl http2;"),
@@ -54,8 +57,6 @@ def write_config(
         text = text.replace("/etc/ssl/certs/unifrost.crt", str(cert[0]))
         text = text.replace("/etc/ssl/private/unifrost.key", str(cert[1]))
     assert f"127.0.0.1:{port}" in text and f"127.0.0.1:{upstream_port}" in text
-    directives = [line.split("#")[0] for line in text.splitlines()]
-    assert not any("8081" in line for line in directives)  # the admin listener is never proxied
     (tmp_path / "conf.d").mkdir(exist_ok=True)
     (tmp_path / "logs").mkdir(exist_ok=True)
     (tmp_path / "conf.d" / shipped.name).write_text(text)
