@@ -16,6 +16,10 @@ receive timestamp, ``SO_TIMESTAMPNS``) and to the *read* that returned it. A
 read returning several frames carries the timestamp of the last segment it
 took, so an arrival is never earlier than it was; the read time adds whatever
 the load generator itself was busy with, which is why the two are kept apart.
+When the load generator falls behind, frames queue in their sockets and the
+kernel merges them, so an earlier frame takes a later one's stamp: every
+:data:`PROBE_EVERY`-th stream is therefore a probe, read ahead of the others,
+and the judged latency comes from the probes alone.
 The orchestrating process drives the workers through pipes with
 :class:`LoadGenerator`.
 """
@@ -44,8 +48,14 @@ _MAX_TAIL = 1 << 20
 _CONNECT_ATTEMPTS = 3
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # also the cmsg type (SCM_)
 _STAMP_SPACE = socket.CMSG_SPACE(16)  # one struct timespec
-#: One stream in this many records per-message latencies (fan-out diagnostics).
-SAMPLE_EVERY = 50
+#: One stream in this many is a *probe*: it sits in an epoll set of its own that
+#: the loop serves after every batch of events, so each of its frames is read
+#: before the next one reaches its socket however far the other streams lag, and
+#: no probe frame shares another's arrival stamp. Probes also keep (topic, seq,
+#: latency) per delivery, for the fan-out diagnostics.
+PROBE_EVERY = 10
+#: Events taken from the epoll set per call: bounds how long probes wait.
+_BATCH = 256
 
 # Stream states.
 _IDLE, _CONNECTING, _REQUESTED, _OPEN, _FAILED = range(5)
@@ -129,7 +139,11 @@ class DeliveryStats:
     latencies_ns: array[int] = field(default_factory=lambda: array("q"))
     #: Publish to the load generator's read of it, per delivery.
     read_latencies_ns: array[int] = field(default_factory=lambda: array("q"))
-    #: (topic, seq, arrival latency ns) of every delivery on a sample of the streams.
+    #: Publish to arrival, per delivery on the probe streams.
+    probe_latencies_ns: array[int] = field(default_factory=lambda: array("q"))
+    #: Reads on the probe streams that returned at least one payload frame.
+    probe_reads: int = 0
+    #: (topic, seq, arrival latency ns) of every delivery on the probe streams.
     samples: list[tuple[int, int, int]] = field(default_factory=list)
 
     def merge(self, other: DeliveryStats) -> None:
@@ -144,6 +158,8 @@ class DeliveryStats:
         self.completed_ns = max(self.completed_ns, other.completed_ns)
         self.latencies_ns.extend(other.latencies_ns)
         self.read_latencies_ns.extend(other.read_latencies_ns)
+        self.probe_latencies_ns.extend(other.probe_latencies_ns)
+        self.probe_reads += other.probe_reads
         self.samples.extend(other.samples)
 
 
@@ -176,6 +192,9 @@ class _Worker:
         self.poller = select.epoll()
         self.control_fd = control.fileno()
         self.poller.register(self.control_fd, select.EPOLLIN)
+        self.probe = [i % PROBE_EVERY == 0 for i in range(n)]
+        self.probe_poller = select.epoll()
+        self.poller.register(self.probe_poller.fileno(), select.EPOLLIN)
         self.buffer = bytearray(_RECV_BYTES)
         self.buffers = [self.buffer]
         self.view = memoryview(self.buffer)
@@ -192,9 +211,10 @@ class _Worker:
         self.closed_by_server = 0
         self.latencies: array[int] = array("q")
         self.read_latencies: array[int] = array("q")
-        # Every SAMPLE_EVERY-th stream also keeps (topic, seq, latency) so the
-        # orchestrator can tell when each message's fan-out began and ended.
-        self.sampled = [i % SAMPLE_EVERY == 0 for i in range(n)]
+        self.probe_latencies: array[int] = array("q")
+        self.probe_reads = 0
+        # Probes also keep (topic, seq, latency) so the orchestrator can tell
+        # when each message's fan-out began and ended.
         self.samples: list[tuple[int, int, int]] = []
         self.final: list[int] | None = None  # per stream: the last seq of its topic
         self.done = [False] * n
@@ -207,31 +227,44 @@ class _Worker:
     # --- the loop ---------------------------------------------------------------
 
     def run(self) -> None:
-        poll = self.poller.poll
-        by_fd = self.by_fd
-        state = self.state
         while not self.exit:
             busy = self.in_flight or self.final is not None
-            for fd, _events in poll(0.05 if busy else 0.5):
-                if fd == self.control_fd:
-                    self._command(self.control.recv())
-                    continue
-                i = by_fd.get(fd)
-                if i is None:
-                    continue
-                st = state[i]
-                if st == _OPEN:
-                    self._read(i, fd)
-                elif st == _CONNECTING:
-                    self._connected(i, fd)
-                elif st == _REQUESTED:
-                    self._read_head(i, fd)
-            if self.pending and self.in_flight < self.plan.window:
-                self._pump()
-            if self.wave is not None and not self.in_flight and not self.pending:
-                self._finish_wave()
-            if self.final is not None:
-                self._check_done()
+            self.turn(0.05 if busy else 0.5)
+
+    def turn(self, timeout: float) -> None:
+        """One batch of events (waiting up to ``timeout`` for the first), then the probes.
+
+        The probes' epoll set is itself in the main one, so it wakes this wait.
+        """
+        self._serve(self.poller.poll(timeout, _BATCH))
+        self._serve(self.probe_poller.poll(0))
+        if self.pending and self.in_flight < self.plan.window:
+            self._pump()
+        if self.wave is not None and not self.in_flight and not self.pending:
+            self._finish_wave()
+        if self.final is not None:
+            self._check_done()
+
+    def _serve(self, events: list[tuple[int, int]]) -> None:
+        by_fd = self.by_fd
+        state = self.state
+        for fd, _events in events:
+            if fd == self.control_fd:
+                self._command(self.control.recv())
+                continue
+            i = by_fd.get(fd)
+            if i is None:  # the probes' epoll set, served after the batch
+                continue
+            st = state[i]
+            if st == _OPEN:
+                self._read(i, fd)
+            elif st == _CONNECTING:
+                self._connected(i, fd)
+            elif st == _REQUESTED:
+                self._read_head(i, fd)
+
+    def _poller(self, i: int) -> select.epoll:
+        return self.probe_poller if self.probe[i] else self.poller
 
     def _command(self, message: tuple[Any, ...]) -> None:
         name = message[0]
@@ -287,7 +320,7 @@ class _Worker:
             return
         self.by_fd[sock.fileno()] = i
         self.state[i] = _CONNECTING
-        self.poller.register(sock.fileno(), select.EPOLLOUT)
+        self._poller(i).register(sock.fileno(), select.EPOLLOUT)
 
     def _request(self, i: int) -> bytes:
         proto = self.plan.protocol
@@ -315,7 +348,7 @@ class _Worker:
             self._attempt_failed(i, f"request: {exc}")
             return
         self.state[i] = _REQUESTED
-        self.poller.modify(fd, select.EPOLLIN)
+        self._poller(i).modify(fd, select.EPOLLIN)
 
     def _read_head(self, i: int, fd: int) -> None:
         sock = self.socks[i]
@@ -440,7 +473,9 @@ class _Worker:
         latency = arrived - sent
         self.latencies.append(latency)
         self.read_latencies.append(now - sent)
-        if self.sampled[i]:
+        if self.probe[i]:
+            self.probe_latencies.append(latency)
+            self.probe_reads += 1
             self.samples.append((self.topic[i], seq, latency))
         if seq == self.next_seq[i]:
             self.next_seq[i] = seq + 1
@@ -453,7 +488,9 @@ class _Worker:
         self.latencies.extend(latencies)
         self.read_latencies.extend([now - sent for sent in sents])
         seqs = [int(seq) for seq, _ in pairs]
-        if self.sampled[i]:
+        if self.probe[i]:
+            self.probe_latencies.extend(latencies)
+            self.probe_reads += 1
             topic = self.topic[i]
             self.samples.extend(
                 [(topic, seq, lat) for seq, lat in zip(seqs, latencies, strict=True)]
@@ -514,6 +551,8 @@ class _Worker:
             completed_ns=self.completed_ns or self.progress_ns,
             latencies_ns=self.latencies,
             read_latencies_ns=self.read_latencies,
+            probe_latencies_ns=self.probe_latencies,
+            probe_reads=self.probe_reads,
             samples=self.samples,
         )
         for i in range(self.n):
@@ -523,6 +562,8 @@ class _Worker:
         self.control.send(("delivered", stats))
         self.latencies = array("q")
         self.read_latencies = array("q")
+        self.probe_latencies = array("q")
+        self.probe_reads = 0
         self.samples = []
 
     def _drop(self, i: int) -> None:

@@ -21,9 +21,24 @@ _WORST_ROUND: dict[str, Any] = {
     "closed_by_server": max,
     "latency_max_ms": max,
     "read_latency_max_ms": max,
+    "all_latency_max_ms": max,
     "noise": max,
     "all_delivered": all,
 }
+
+
+def better_attempt(kept: dict[str, Any] | None, run: dict[str, Any]) -> bool:
+    """Whether ``run`` should replace ``kept`` as a round's result.
+
+    A run that completed beats one that failed, however disturbed; between two
+    of a kind the less disturbed one wins.
+    """
+    if kept is None:
+        return True
+    run_ok, kept_ok = run.get("status") == "ok", kept.get("status") == "ok"
+    if run_ok != kept_ok:
+        return run_ok
+    return bool(run.get("noise", 0.0) < kept.get("noise", 0.0))
 
 
 def _is_number(value: Any) -> bool:

@@ -270,9 +270,13 @@ def _delivery_metrics(
         **({"publish_first_error": published.first_error} if published.errors else {}),
         "publish_s": round(published.seconds, 3),
         "publish_max_lag_ms": round(published.max_lag_ns / 1e6, 2),
+        "publisher_realtime": published.realtime,
         "expected": expected,
         "deliveries": delivered.deliveries,
         "frames_per_read": round(delivered.deliveries / max(1, delivered.reads), 2),
+        "probe_frames_per_read": round(
+            len(delivered.probe_latencies_ns) / max(1, delivered.probe_reads), 2
+        ),
         "lost": delivered.lost,
         "duplicated": delivered.duplicated,
         "out_of_order": delivered.out_of_order,
@@ -284,7 +288,8 @@ def _delivery_metrics(
         "deliveries_per_cpu_s": round(delivered.deliveries / max(cpu["server_cpu_s"], 0.01)),
         **cpu,
         "loadgen_busy": round(cpu["loadgen_cpu_s"] / wall, 2),
-        **percentiles_ms(delivered.latencies_ns),
+        **percentiles_ms(delivered.probe_latencies_ns),
+        **percentiles_ms(delivered.latencies_ns, "all_latency"),
         **percentiles_ms(delivered.read_latencies_ns, "read_latency"),
         **fanout_metrics(delivered.samples),
     }

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import judge_targets, machine, render, source_digest
-from bench.rounds import combine_rounds
+from bench.rounds import better_attempt, combine_rounds
 from bench.scenarios import SCENARIOS, RunConfig, Scenario, run
 from bench.servers import ROOT, SERVERS, UNIFROST_ENV, Nchan, ServerSet
 from bench.starlette_app import PING_SECONDS
@@ -81,7 +81,7 @@ def run_quietly(
         metrics["attempt"] = attempt
         noise = metrics.get("noise", 0.0)
         print(f"    {_summary(metrics)} [{metrics['run_s']} s]", file=sys.stderr, flush=True)
-        if kept is None or noise < kept.get("noise", 0.0):
+        if better_attempt(kept, metrics):
             kept = metrics
         if noise <= NOISE_LIMIT or metrics["status"] != "ok":
             break

@@ -16,8 +16,10 @@ from multiprocessing.connection import Connection
 import pytest
 
 from bench.loadgen import (
+    _BATCH,
     _SO_TIMESTAMPNS,
     _STAMP_SPACE,
+    PROBE_EVERY,
     DeliveryStats,
     StreamProtocol,
     WorkerPlan,
@@ -154,3 +156,83 @@ def wait_for_receive_timestamps(sender: socket.socket, receiver: socket.socket) 
 
 def test_a_read_without_a_timestamp_counts_as_arriving_when_read() -> None:
     assert arrival([], 123) == 123
+
+
+def test_probe_streams_keep_their_own_latencies(worker: tuple[_Worker, Connection]) -> None:
+    w, pipe = worker  # one stream: stream 0, a probe
+    sent = time.time_ns()
+    w._consume(0, frame(1, sent), sent + 5_000_000, sent + 1_000_000)
+    w._consume(0, frame(2, sent) + frame(3, sent), sent + 5_000_000, sent + 3_000_000)
+    stats = finish(w, pipe, 3)
+    assert list(stats.probe_latencies_ns) == [1_000_000, 3_000_000, 3_000_000]
+    assert stats.probe_reads == 2
+    assert [(seq, latency) for _topic, seq, latency in stats.samples] == [
+        (1, 1_000_000),
+        (2, 3_000_000),
+        (3, 3_000_000),
+    ]
+
+
+def test_probes_are_read_before_the_backlog_of_the_other_streams() -> None:
+    """Over real loopback TCP: with a frame waiting on every one of 3 batches' worth
+    of streams, one turn of the loop reads one batch of them and every probe."""
+    streams = 3 * _BATCH
+    ours, theirs = multiprocessing.Pipe()
+    plan = WorkerPlan(
+        protocol=UNIFROST,
+        host="127.0.0.1",
+        ports=[0],
+        streams=[(0, 0)] * streams,
+        topic_names=["t"],
+        sources=["127.0.0.2"],
+        window=64,
+        cpu=None,
+        resumable=False,
+    )
+    with socket.create_server(("127.0.0.1", 0), backlog=streams) as server:
+        server.setblocking(False)
+        plan.ports[0] = server.getsockname()[1]
+        w = _Worker(plan, theirs)
+        peers = open_streams(w, server)
+        try:
+            sent = time.time_ns()
+            for peer in peers:
+                peer.sendall(frame(1, sent))
+            time.sleep(0.2)  # every frame is in its socket
+            w.turn(0)
+            probes = sum(w.probe)
+            assert len(w.probe_latencies) == probes == -(-streams // PROBE_EVERY)
+            # The rest waits for later turns: at most one batch was read.
+            assert w.deliveries - probes <= _BATCH < streams - probes
+        finally:
+            for peer in peers:
+                peer.close()
+            for sock in w.socks:
+                if sock is not None:
+                    sock.close()
+            ours.close()
+            theirs.close()
+
+
+def open_streams(w: _Worker, server: socket.socket) -> list[socket.socket]:
+    """Run ``w``'s connect wave against ``server``; the server's end of each stream,
+    in the worker's stream order."""
+    w._command(("connect",))
+    accepted: dict[tuple[str, int], socket.socket] = {}
+    deadline = time.monotonic() + 30
+    while w.wave is not None:
+        assert time.monotonic() < deadline, "the connect wave did not finish"
+        w.turn(0.01)
+        while True:
+            try:
+                peer, address = server.accept()
+            except BlockingIOError:
+                break
+            peer.setblocking(True)
+            peer.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
+            accepted[address] = peer
+    peers = []
+    for sock in w.socks:
+        assert sock is not None
+        peers.append(accepted.pop(sock.getsockname()))
+    return peers

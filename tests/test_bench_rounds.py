@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.report import render
-from bench.rounds import combine_rounds
+from bench.rounds import better_attempt, combine_rounds
 
 
 def _run(**metrics: Any) -> dict[str, Any]:
@@ -90,3 +90,13 @@ def test_the_table_shows_each_round_of_the_judged_numbers() -> None:
     assert "p99 ≤ nchan: PASS" in table  # median 2.0 against 2.5
     single = {"c": {"unifrost": _run(), "nchan": _run()}}
     assert "each round" not in render(single, {"c": "steady"}, ["unifrost", "nchan"])
+
+
+def test_a_retry_that_fails_does_not_replace_a_disturbed_run_that_completed() -> None:
+    disturbed = _run(noise=0.36)
+    failed = {"status": "error: TimeoutError: load generator: no 'wave' within 120s"}
+    assert better_attempt(None, disturbed)
+    assert not better_attempt(disturbed, failed)
+    assert better_attempt(failed, disturbed)
+    assert better_attempt(disturbed, _run(noise=0.02))
+    assert not better_attempt(_run(noise=0.02), _run(noise=0.05))
