@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 _CONNECT_TIMEOUT = 10.0
+_EPOLL_TICK_NS = 1_000_000
 
 
 @dataclass
@@ -119,7 +120,7 @@ class Publisher:
                     self._send(conn, stats)
             if released < len(messages) and rate:
                 next_due = stats.started_ns + int(released * interval_ns)
-                timeout = max(0.0, (next_due - time.time_ns()) / 1e9)
+                timeout = _wait_for(next_due)
             else:
                 timeout = 1.0
             for fd, _events in self.poller.poll(timeout):
@@ -173,6 +174,23 @@ class Publisher:
             stats.errors += 1
             stats.first_error = stats.first_error or head.split("\r\n", 1)[0]
         return True
+
+
+def _wait_for(due_ns: int) -> float:
+    """How long to wait for answers before ``due_ns`` (seconds, for ``epoll.poll``).
+
+    ``epoll_wait`` counts whole milliseconds, rounded up, which would send a
+    paced message up to a millisecond late, and the message's latency would
+    carry it. So the wait stops a millisecond short and the rest is slept
+    precisely here (``clock_nanosleep``); answers arriving meanwhile are read
+    right after the send.
+    """
+    left_ns = due_ns - time.time_ns()
+    if left_ns > _EPOLL_TICK_NS:
+        return (left_ns - _EPOLL_TICK_NS) / 1e9
+    if left_ns > 0:
+        time.sleep(left_ns / 1e9)
+    return 0.0
 
 
 @contextmanager

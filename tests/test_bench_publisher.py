@@ -1,13 +1,15 @@
-"""The benchmark publisher's real-time priority while it paces."""
+"""The benchmark publisher's pacing: on time, at real-time priority."""
 
 from __future__ import annotations
 
+import math
 import os
 import threading
+import time
 
 import pytest
 
-from bench.publisher import realtime_priority
+from bench.publisher import _wait_for, realtime_priority
 
 
 def in_thread(body: object) -> None:
@@ -51,3 +53,21 @@ def test_without_permission_the_block_runs_at_normal_priority(
     with realtime_priority() as granted:
         assert not granted
         assert os.sched_getscheduler(0) == os.SCHED_OTHER
+
+
+def test_a_paced_wait_never_oversleeps_the_due_time() -> None:
+    """epoll_wait rounds its timeout up to whole milliseconds: the wait stops a
+    millisecond short, and the last stretch is slept precisely."""
+    due = time.time_ns() + 5_300_000
+    timeout = _wait_for(due)
+    waited_until = time.time_ns() + math.ceil(timeout * 1000) * 1_000_000
+    assert 3_000_000 < timeout * 1e9 < 4_400_000
+    assert waited_until <= due
+
+    due = time.time_ns() + 600_000
+    assert _wait_for(due) == 0.0
+    assert time.time_ns() >= due - 50_000  # slept until due (the clocks may differ a little)
+
+    before = time.perf_counter()
+    assert _wait_for(time.time_ns() - 1_000_000) == 0.0  # overdue: no wait
+    assert time.perf_counter() - before < 0.01
