@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import judge_targets, machine, render, source_digest
-from bench.rounds import better_attempt, combine_rounds
+from bench.rounds import best_attempt, combine_rounds
 from bench.scenarios import SCENARIOS, RunConfig, Scenario, run
 from bench.servers import ROOT, SERVERS, UNIFROST_ENV, Nchan, ServerSet
 from bench.starlette_app import PING_SECONDS
@@ -68,27 +68,19 @@ def _summary(metrics: dict[str, Any]) -> str:
 def run_quietly(
     scenario: Scenario, server_cls: type[ServerSet], config: RunConfig, retries: int
 ) -> dict[str, Any]:
-    """Run once, and again (up to ``retries`` times) while other work disturbed the run.
+    """One round of ``scenario`` on ``server_cls``, run again when it went wrong."""
 
-    A run is disturbed when other processes took more than ``NOISE_LIMIT`` of
-    either pinned core during a measured window; the least disturbed run is kept.
-    """
-    kept: dict[str, Any] | None = None
-    for attempt in range(1, retries + 2):
+    def run_once() -> dict[str, Any]:
         began = time.monotonic()
         metrics = run(scenario, server_cls, config)
         metrics["run_s"] = round(time.monotonic() - began, 1)
-        metrics["attempt"] = attempt
-        noise = metrics.get("noise", 0.0)
         print(f"    {_summary(metrics)} [{metrics['run_s']} s]", file=sys.stderr, flush=True)
-        if better_attempt(kept, metrics):
-            kept = metrics
-        if noise <= NOISE_LIMIT or metrics["status"] != "ok":
-            break
-        if attempt <= retries:
-            print(f"    other work took {noise:.0%} of a core: again", file=sys.stderr)
-    assert kept is not None
-    return kept
+        return metrics
+
+    def again(reason: str) -> None:
+        print(f"    {reason}: again", file=sys.stderr)
+
+    return best_attempt(run_once, retries, NOISE_LIMIT, again)
 
 
 def _settings() -> dict[str, Any]:
@@ -130,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         help="runs of each scenario per server, taking turns; the table shows medians",
     )
     parser.add_argument(
-        "--retries", type=int, default=1, help="runs again when other work disturbed a run"
+        "--retries",
+        type=int,
+        default=1,
+        help="runs again when a run failed or other work disturbed it",
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "latest.json")
     parser.add_argument(

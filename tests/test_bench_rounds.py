@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.report import render
-from bench.rounds import better_attempt, combine_rounds
+from bench.rounds import best_attempt, better_attempt, combine_rounds
 
 
 def _run(**metrics: Any) -> dict[str, Any]:
@@ -100,3 +100,28 @@ def test_a_retry_that_fails_does_not_replace_a_disturbed_run_that_completed() ->
     assert better_attempt(failed, disturbed)
     assert better_attempt(disturbed, _run(noise=0.02))
     assert not better_attempt(_run(noise=0.02), _run(noise=0.05))
+
+
+def test_a_failed_run_is_run_again_and_the_completed_one_kept() -> None:
+    outcomes = iter([{"status": "error: TimeoutError: no 'wave'"}, _run(noise=0.02)])
+    heard: list[str] = []
+    kept = best_attempt(lambda: next(outcomes), 1, 0.10, heard.append)
+    assert kept["status"] == "ok"
+    assert kept["other_attempts"] == ["error: TimeoutError: no 'wave'"]
+    assert heard == ["it failed"]
+
+
+def test_a_disturbed_run_is_run_again_and_the_quieter_kept() -> None:
+    outcomes = iter([_run(noise=0.30), _run(noise=0.05), _run(noise=0.01)])
+    heard: list[str] = []
+    kept = best_attempt(lambda: next(outcomes), 1, 0.10, heard.append)
+    assert kept["noise"] == 0.05 and kept["attempt"] == 2
+    assert kept["other_attempts"] == ["other work 30%"]
+    assert heard == ["other work took 30% of a core"]
+
+
+def test_a_quiet_run_or_one_that_does_not_apply_is_not_repeated() -> None:
+    for first in (_run(noise=0.02), {"status": "n/a", "reason": "cannot resume"}):
+        kept = best_attempt(iter([first]).__next__, 1, 0.10, lambda _reason: None)
+        assert kept is first
+        assert "other_attempts" not in kept
