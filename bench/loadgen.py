@@ -48,11 +48,12 @@ _MAX_TAIL = 1 << 20
 _CONNECT_ATTEMPTS = 3
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # also the cmsg type (SCM_)
 _STAMP_SPACE = socket.CMSG_SPACE(16)  # one struct timespec
-#: One stream in this many is a *probe*: it sits in an epoll set of its own that
-#: the loop serves after every batch of events, so each of its frames is read
-#: before the next one reaches its socket however far the other streams lag, and
-#: no probe frame shares another's arrival stamp. Probes also keep (topic, seq,
-#: latency) per delivery, for the fan-out diagnostics.
+#: One stream in this many is a *probe* (see :func:`probes`): it sits in an
+#: epoll set of its own that the loop serves after every batch of events, so
+#: each of its frames is read before the next one reaches its socket however far
+#: the other streams lag, and no probe frame shares another's arrival stamp.
+#: Probes also keep (topic, seq, latency) per delivery, for the fan-out
+#: diagnostics.
 PROBE_EVERY = 10
 #: Events taken from the epoll set per call: bounds how long probes wait.
 _BATCH = 256
@@ -192,7 +193,7 @@ class _Worker:
         self.poller = select.epoll()
         self.control_fd = control.fileno()
         self.poller.register(self.control_fd, select.EPOLLIN)
-        self.probe = [i % PROBE_EVERY == 0 for i in range(n)]
+        self.probe = probes([topic for topic, _ in plan.streams])
         self.probe_poller = select.epoll()
         self.poller.register(self.probe_poller.fileno(), select.EPOLLIN)
         self.buffer = bytearray(_RECV_BYTES)
@@ -580,6 +581,24 @@ class _Worker:
             if self.state[i] == _OPEN:
                 self._drop(i)
                 self.state[i] = _IDLE
+
+
+def probes(topics: list[int]) -> list[bool]:
+    """Which streams (reading ``topics[i]``, opened in this order) are probes.
+
+    Every :data:`PROBE_EVERY`-th stream of each topic, in the order they join
+    it, starting further along for each topic: every topic has probes when it
+    has that many streams, and they sit all along the topics' fan-outs. (Every
+    tenth stream overall would, with stream ``i`` on topic ``i % 100``, probe
+    only every tenth topic, and those topics' streams only.)
+    """
+    joined: dict[int, int] = {}
+    chosen = []
+    for topic in topics:
+        rank = joined.get(topic, 0)
+        joined[topic] = rank + 1
+        chosen.append((rank + topic) % PROBE_EVERY == 0)
+    return chosen
 
 
 def _worker_main(plan: WorkerPlan, control: Connection) -> None:

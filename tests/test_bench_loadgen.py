@@ -25,6 +25,7 @@ from bench.loadgen import (
     WorkerPlan,
     _Worker,
     arrival,
+    probes,
 )
 
 UNIFROST = StreamProtocol(path="/events?topics={topic}")
@@ -200,10 +201,10 @@ def test_probes_are_read_before_the_backlog_of_the_other_streams() -> None:
                 peer.sendall(frame(1, sent))
             time.sleep(0.2)  # every frame is in its socket
             w.turn(0)
-            probes = sum(w.probe)
-            assert len(w.probe_latencies) == probes == -(-streams // PROBE_EVERY)
+            probe_count = sum(w.probe)
+            assert len(w.probe_latencies) == probe_count == -(-streams // PROBE_EVERY)
             # The rest waits for later turns: at most one batch was read.
-            assert w.deliveries - probes <= _BATCH < streams - probes
+            assert w.deliveries - probe_count <= _BATCH < streams - probe_count
         finally:
             for peer in peers:
                 peer.close()
@@ -236,3 +237,15 @@ def open_streams(w: _Worker, server: socket.socket) -> list[socket.socket]:
         assert sock is not None
         peers.append(accepted.pop(sock.getsockname()))
     return peers
+
+
+def test_probes_cover_every_topic_and_every_place_in_a_fan_out() -> None:
+    # (c): 1,000 streams, stream i on topic i % 100: one probe per topic, at
+    # every one of the ten places in the topics' fan-outs.
+    topics = [i % 100 for i in range(1_000)]
+    chosen = probes(topics)
+    assert sum(chosen) == 100
+    assert {topics[i] for i in range(1_000) if chosen[i]} == set(range(100))
+    assert {i // 100 for i in range(1_000) if chosen[i]} == set(range(10))
+    # (a): one topic, every tenth stream.
+    assert probes([0] * 1_000) == [i % PROBE_EVERY == 0 for i in range(1_000)]
