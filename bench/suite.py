@@ -24,6 +24,7 @@ import resource
 import shutil
 import sys
 import time
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from bench.report import judge_targets, machine, render, source_digest
 from bench.rounds import best_attempt, combine_rounds
 from bench.scenarios import SCENARIOS, RunConfig, Scenario, run
 from bench.servers import ROOT, SERVERS, UNIFROST_ENV, Nchan, ServerSet
+from bench.shield import shielded
 from bench.starlette_app import PING_SECONDS
 
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -81,6 +83,27 @@ def run_quietly(
         print(f"    {reason}: again", file=sys.stderr)
 
     return best_attempt(run_once, retries, NOISE_LIMIT, again)
+
+
+def _run_all(
+    args: argparse.Namespace,
+    keys: list[str],
+    names: list[str],
+    config: RunConfig,
+    results: dict[str, dict[str, dict[str, Any]]],
+    titles: dict[str, str],
+) -> None:
+    """Every scenario, in rounds, each server taking its turn."""
+    for key in keys:
+        scenario = SCENARIOS[key].scaled(args.scale)
+        titles[key] = scenario.title
+        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+        for round_number in range(1, args.rounds + 1):
+            of = f", round {round_number}/{args.rounds}" if args.rounds > 1 else ""
+            for name in names:
+                print(f"({key}) {scenario.title} — {name}{of} ...", file=sys.stderr, flush=True)
+                rounds[name].append(run_quietly(scenario, SERVERS[name], config, args.retries))
+        results[key] = {name: combine_rounds(runs) for name, runs in rounds.items()}
 
 
 def _settings() -> dict[str, Any]:
@@ -141,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
         help="unifrost's log.level: warning matches nginx's error_log warn and access_log off; "
         "info adds the SPEC's line per request and three per stream",
     )
+    parser.add_argument(
+        "--shield",
+        action="store_true",
+        help="keep every other movable thread off the servers' core while the suite runs",
+    )
     args = parser.parse_args(argv)
     UNIFROST_ENV["UNIFROST_EVENT_LOOP"] = args.event_loop
     UNIFROST_ENV["UNIFROST_LOG__LEVEL"] = args.log_level
@@ -174,27 +202,24 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC)
     results: dict[str, dict[str, dict[str, Any]]] = {}
     titles: dict[str, str] = {}
-    for key in keys:
-        scenario = SCENARIOS[key].scaled(args.scale)
-        titles[key] = scenario.title
-        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
-        for round_number in range(1, args.rounds + 1):
-            of = f", round {round_number}/{args.rounds}" if args.rounds > 1 else ""
-            for name in names:
-                print(f"({key}) {scenario.title} — {name}{of} ...", file=sys.stderr, flush=True)
-                rounds[name].append(run_quietly(scenario, SERVERS[name], config, args.retries))
-        results[key] = {name: combine_rounds(runs) for name, runs in rounds.items()}
+    with ExitStack() as stack:
+        if args.shield and config.server_cpu is not None:
+            moved = stack.enter_context(shielded(config.server_cpu))
+            print(f"shield: {moved} threads kept off core {config.server_cpu}", file=sys.stderr)
+        _run_all(args, keys, names, config, results, titles)
 
     info = machine()
     if info["unifrost_source_sha256"] != source_before:
         # The numbers then belong to two versions of the code: say so.
         print("warning: unifrost's source changed during the run", file=sys.stderr)
         info["unifrost_source_sha256_at_start"] = source_before
+    shield_note = f" (other threads kept off core {config.server_cpu})" if args.shield else ""
     heading = (
         f"SSE fan-out, side by side — {started:%Y-%m-%d %H:%M} UTC — {info['cpu_model']}, "
         f"{info['cores']} cores, Linux {info['kernel']}, unifrost source "
         f"{info['unifrost_source_sha256']} on {args.event_loop}, log level {args.log_level}\n"
-        f"servers on core {config.server_cpu}, load generator on core {config.client_cpu}; "
+        f"servers on core {config.server_cpu}, load generator on core {config.client_cpu}"
+        f"{shield_note}; "
         f"{_rounds_note(args.rounds)}ratio = unifrost ÷ peer; "
         f"↑ higher is better, ↓ lower is better"
     )
@@ -216,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             "payload_bytes": config.payload_bytes,
             "scale": args.scale,
             "rounds": args.rounds,
+            "shield": args.shield,
             "scenarios": {k: titles[k] for k in keys},
             "servers": _settings(),
         },
