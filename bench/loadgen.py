@@ -17,9 +17,9 @@ read returning several frames carries the timestamp of the last segment it
 took, so an arrival is never earlier than it was; the read time adds whatever
 the load generator itself was busy with, which is why the two are kept apart.
 When the load generator falls behind, frames queue in their sockets and the
-kernel merges them, so an earlier frame takes a later one's stamp: every
-:data:`PROBE_EVERY`-th stream is therefore a probe, read ahead of the others,
-and the judged latency comes from the probes alone.
+kernel merges them, so an earlier frame takes a later one's stamp: one stream
+in :data:`PROBE_EVERY` of each topic is therefore a probe, read ahead of the
+others (:func:`probes`), and the judged latency comes from the probes alone.
 The orchestrating process drives the workers through pipes with
 :class:`LoadGenerator`.
 """
