@@ -140,8 +140,6 @@ class DeliveryStats:
     latencies_ns: array[int] = field(default_factory=lambda: array("q"))
     #: Publish to the load generator's read of it, per delivery.
     read_latencies_ns: array[int] = field(default_factory=lambda: array("q"))
-    #: Publish to arrival, per delivery on the probe streams.
-    probe_latencies_ns: array[int] = field(default_factory=lambda: array("q"))
     #: Reads on the probe streams that returned at least one payload frame.
     probe_reads: int = 0
     #: (topic, seq, arrival latency ns) of every delivery on the probe streams.
@@ -159,7 +157,6 @@ class DeliveryStats:
         self.completed_ns = max(self.completed_ns, other.completed_ns)
         self.latencies_ns.extend(other.latencies_ns)
         self.read_latencies_ns.extend(other.read_latencies_ns)
-        self.probe_latencies_ns.extend(other.probe_latencies_ns)
         self.probe_reads += other.probe_reads
         self.samples.extend(other.samples)
 
@@ -212,10 +209,9 @@ class _Worker:
         self.closed_by_server = 0
         self.latencies: array[int] = array("q")
         self.read_latencies: array[int] = array("q")
-        self.probe_latencies: array[int] = array("q")
         self.probe_reads = 0
-        # Probes also keep (topic, seq, latency) so the orchestrator can tell
-        # when each message's fan-out began and ended.
+        # (topic, seq, latency) per probe delivery: the judged latency, and when
+        # each message's fan-out began and ended.
         self.samples: list[tuple[int, int, int]] = []
         self.final: list[int] | None = None  # per stream: the last seq of its topic
         self.done = [False] * n
@@ -475,7 +471,6 @@ class _Worker:
         self.latencies.append(latency)
         self.read_latencies.append(now - sent)
         if self.probe[i]:
-            self.probe_latencies.append(latency)
             self.probe_reads += 1
             self.samples.append((self.topic[i], seq, latency))
         if seq == self.next_seq[i]:
@@ -490,7 +485,6 @@ class _Worker:
         self.read_latencies.extend([now - sent for sent in sents])
         seqs = [int(seq) for seq, _ in pairs]
         if self.probe[i]:
-            self.probe_latencies.extend(latencies)
             self.probe_reads += 1
             topic = self.topic[i]
             self.samples.extend(
@@ -552,7 +546,6 @@ class _Worker:
             completed_ns=self.completed_ns or self.progress_ns,
             latencies_ns=self.latencies,
             read_latencies_ns=self.read_latencies,
-            probe_latencies_ns=self.probe_latencies,
             probe_reads=self.probe_reads,
             samples=self.samples,
         )
@@ -563,7 +556,6 @@ class _Worker:
         self.control.send(("delivered", stats))
         self.latencies = array("q")
         self.read_latencies = array("q")
-        self.probe_latencies = array("q")
         self.probe_reads = 0
         self.samples = []
 

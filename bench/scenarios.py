@@ -274,9 +274,7 @@ def _delivery_metrics(
         "expected": expected,
         "deliveries": delivered.deliveries,
         "frames_per_read": round(delivered.deliveries / max(1, delivered.reads), 2),
-        "probe_frames_per_read": round(
-            len(delivered.probe_latencies_ns) / max(1, delivered.probe_reads), 2
-        ),
+        "probe_frames_per_read": round(len(delivered.samples) / max(1, delivered.probe_reads), 2),
         "lost": delivered.lost,
         "duplicated": delivered.duplicated,
         "out_of_order": delivered.out_of_order,
@@ -288,7 +286,7 @@ def _delivery_metrics(
         "deliveries_per_cpu_s": round(delivered.deliveries / max(cpu["server_cpu_s"], 0.01)),
         **cpu,
         "loadgen_busy": round(cpu["loadgen_cpu_s"] / wall, 2),
-        **percentiles_ms(delivered.probe_latencies_ns),
+        **percentiles_ms(latency for _topic, _seq, latency in delivered.samples),
         **percentiles_ms(delivered.latencies_ns, "all_latency"),
         **percentiles_ms(delivered.read_latencies_ns, "read_latency"),
         **fanout_metrics(delivered.samples),

@@ -24,7 +24,7 @@ import resource
 import shutil
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -83,27 +83,6 @@ def run_quietly(
         print(f"    {reason}: again", file=sys.stderr)
 
     return best_attempt(run_once, retries, NOISE_LIMIT, again)
-
-
-def _run_all(
-    args: argparse.Namespace,
-    keys: list[str],
-    names: list[str],
-    config: RunConfig,
-    results: dict[str, dict[str, dict[str, Any]]],
-    titles: dict[str, str],
-) -> None:
-    """Every scenario, in rounds, each server taking its turn."""
-    for key in keys:
-        scenario = SCENARIOS[key].scaled(args.scale)
-        titles[key] = scenario.title
-        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
-        for round_number in range(1, args.rounds + 1):
-            of = f", round {round_number}/{args.rounds}" if args.rounds > 1 else ""
-            for name in names:
-                print(f"({key}) {scenario.title} — {name}{of} ...", file=sys.stderr, flush=True)
-                rounds[name].append(run_quietly(scenario, SERVERS[name], config, args.retries))
-        results[key] = {name: combine_rounds(runs) for name, runs in rounds.items()}
 
 
 def _settings() -> dict[str, Any]:
@@ -202,18 +181,27 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC)
     results: dict[str, dict[str, dict[str, Any]]] = {}
     titles: dict[str, str] = {}
-    with ExitStack() as stack:
-        if args.shield and config.server_cpu is not None:
-            moved = stack.enter_context(shielded(config.server_cpu))
+    shielding = args.shield and config.server_cpu is not None
+    with shielded(config.server_cpu) if shielding else nullcontext(0) as moved:
+        if shielding:
             print(f"shield: {moved} threads kept off core {config.server_cpu}", file=sys.stderr)
-        _run_all(args, keys, names, config, results, titles)
+        for key in keys:
+            scenario = SCENARIOS[key].scaled(args.scale)
+            titles[key] = scenario.title
+            rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+            for round_number in range(1, args.rounds + 1):
+                of = f", round {round_number}/{args.rounds}" if args.rounds > 1 else ""
+                for name in names:
+                    print(f"({key}) {scenario.title} — {name}{of} ...", file=sys.stderr, flush=True)
+                    rounds[name].append(run_quietly(scenario, SERVERS[name], config, args.retries))
+            results[key] = {name: combine_rounds(runs) for name, runs in rounds.items()}
 
     info = machine()
     if info["unifrost_source_sha256"] != source_before:
         # The numbers then belong to two versions of the code: say so.
         print("warning: unifrost's source changed during the run", file=sys.stderr)
         info["unifrost_source_sha256_at_start"] = source_before
-    shield_note = f" (other threads kept off core {config.server_cpu})" if args.shield else ""
+    shield_note = f" (other threads kept off core {config.server_cpu})" if shielding else ""
     heading = (
         f"SSE fan-out, side by side — {started:%Y-%m-%d %H:%M} UTC — {info['cpu_model']}, "
         f"{info['cores']} cores, Linux {info['kernel']}, unifrost source "
@@ -241,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             "payload_bytes": config.payload_bytes,
             "scale": args.scale,
             "rounds": args.rounds,
-            "shield": args.shield,
+            "shield": shielding,
             "scenarios": {k: titles[k] for k in keys},
             "servers": _settings(),
         },

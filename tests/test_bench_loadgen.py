@@ -165,7 +165,7 @@ def test_probe_streams_keep_their_own_latencies(worker: tuple[_Worker, Connectio
     w._consume(0, frame(1, sent), sent + 5_000_000, sent + 1_000_000)
     w._consume(0, frame(2, sent) + frame(3, sent), sent + 5_000_000, sent + 3_000_000)
     stats = finish(w, pipe, 3)
-    assert list(stats.probe_latencies_ns) == [1_000_000, 3_000_000, 3_000_000]
+    assert [latency for *_, latency in stats.samples] == [1_000_000, 3_000_000, 3_000_000]
     assert stats.probe_reads == 2
     assert [(seq, latency) for _topic, seq, latency in stats.samples] == [
         (1, 1_000_000),
@@ -202,7 +202,7 @@ def test_probes_are_read_before_the_backlog_of_the_other_streams() -> None:
             time.sleep(0.2)  # every frame is in its socket
             w.turn(0)
             probe_count = sum(w.probe)
-            assert len(w.probe_latencies) == probe_count == -(-streams // PROBE_EVERY)
+            assert len(w.samples) == probe_count == -(-streams // PROBE_EVERY)
             # The rest waits for later turns: at most one batch was read.
             assert w.deliveries - probe_count <= _BATCH < streams - probe_count
         finally:
