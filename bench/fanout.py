@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any
 
-_STARTED = re.compile(rb'"event": ?"server.started"')
+from bench.servers import free_ports, wait_for_port
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -34,10 +34,13 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def start_server(max_write_buffer: str) -> tuple[subprocess.Popen[bytes], int, int]:
+    """unifrost on two free loopback ports, logging warnings only (as in ``make bench``:
+    a line per publish would be measured along with the broker)."""
+    public, admin = free_ports(2)
     env = {
         **os.environ,
         "UNIFROST_MAX_WRITE_BUFFER": max_write_buffer,
-        "UNIFROST_LOG__FORMAT": "json",  # server.started carries the bound ports
+        "UNIFROST_LOG__LEVEL": "warning",
     }
     proc = subprocess.Popen(
         [
@@ -46,30 +49,23 @@ def start_server(max_write_buffer: str) -> tuple[subprocess.Popen[bytes], int, i
             "service",
             "serve",
             "--listen",
-            "127.0.0.1:0",
+            f"127.0.0.1:{public}",
             "--admin-listen",
-            "127.0.0.1:0",
+            f"127.0.0.1:{admin}",
             "--heartbeat",
             "60s",
             "--consumer-ttl",
             "300s",
         ],
-        stdout=subprocess.PIPE,
         env=env,
     )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if _STARTED.search(line):
-            event = json.loads(line)
-            public = int(event["listen"].rsplit(":", 1)[1])
-            admin = int(event["admin_listen"].rsplit(":", 1)[1])
-            # Keep draining stdout so the server never blocks on a full pipe.
-            subprocess.Popen(["cat"], stdin=proc.stdout, stdout=subprocess.DEVNULL)
-            return proc, public, admin
-    proc.kill()
-    raise SystemExit("server did not start")
+    try:
+        wait_for_port(public, proc, "unifrost")
+        wait_for_port(admin, proc, "unifrost")
+    except RuntimeError as exc:
+        proc.kill()
+        raise SystemExit(str(exc)) from None
+    return proc, public, admin
 
 
 def _request(conn: http.client.HTTPConnection, method: str, path: str, body: bytes) -> Any:
