@@ -619,14 +619,21 @@ def cpu_times(pid: int) -> tuple[float, float]:
 
 
 def core_times(cpu: int) -> tuple[float, float]:
-    """(busy, softirq) seconds of one core since boot, from /proc/stat."""
+    """(busy, softirq) seconds of one core since boot, from /proc/stat.
+
+    Busy is the time since boot less the core's idle time, which a tickless
+    kernel measures exactly. The per-mode columns (user, system, softirq...)
+    are counted in timer ticks, and a steady rhythm aliases them: during (c), a
+    message every millisecond against a 4 ms tick, core 0's ticks added up to
+    0.02 s busy over 3 s in which the server alone ran 0.57 s on it.
+    """
     with open("/proc/stat") as stat:
         for line in stat:
             if line.startswith(f"cpu{cpu} "):
                 ticks = [int(v) for v in line.split()[1:]]
-                idle = ticks[3] + ticks[4]  # idle + iowait
                 tick = os.sysconf("SC_CLK_TCK")
-                return (sum(ticks[:8]) - idle) / tick, ticks[6] / tick
+                idle = (ticks[3] + ticks[4]) / tick  # idle + iowait
+                return time.clock_gettime(time.CLOCK_BOOTTIME) - idle, ticks[6] / tick
     raise ValueError(f"no cpu{cpu} in /proc/stat")
 
 
