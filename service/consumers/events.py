@@ -176,7 +176,9 @@ class EventsRequest(httputil.HTTPMessageDelegate):
             last_event_id,
             version=self.start_line.version,
             cors=cors_headers(headers.get("Origin"), settings),
-            remote_ip=client_ip(peer, headers, settings.trusted_proxies),
-            user_agent=headers.get("User-Agent", ""),
+            client=lambda: {
+                "remote_ip": client_ip(peer, headers, settings.trusted_proxies),
+                "user_agent": headers.get("User-Agent", ""),
+            },
             detach=self.conn.detach,
         )

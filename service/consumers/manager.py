@@ -67,6 +67,9 @@ class ConsumerManager:
         self._consumers: dict[str, Consumer] = {}
         self._connected: dict[str, Consumer] = {}
         self._new: list[Consumer] = []  # created this IOLoop step, TTL not armed yet
+        # Looked up once: IOLoop.current() costs a getpid() system call on Python 3.11,
+        # and a wave of connects or hang-ups would pay it a few times per stream.
+        self._loop = IOLoop.current()
         hub.status_audience = lambda: self._connected.values()
         #: Coalesces each IOLoop iteration's writes into one send per stream.
         self.batcher = WriteBatcher()
@@ -195,7 +198,7 @@ class ConsumerManager:
         # the same IOLoop step: arming a timer only to cancel it at once would be
         # a good part of the cost of opening such a stream.
         if not self._new:
-            IOLoop.current().add_callback(self._arm_new)
+            self._loop.add_callback(self._arm_new)
         self._new.append(consumer)
 
     def _arm_new(self) -> None:
@@ -206,14 +209,11 @@ class ConsumerManager:
 
     def _arm_ttl(self, consumer: Consumer) -> None:
         self._disarm_ttl(consumer)
-        consumer.ttl_timer = IOLoop.current().call_later(
-            self.policy.ttl, self._evict, consumer, "ttl"
-        )
+        consumer.ttl_timer = self._loop.call_later(self.policy.ttl, self._evict, consumer, "ttl")
 
-    @staticmethod
-    def _disarm_ttl(consumer: Consumer) -> None:
+    def _disarm_ttl(self, consumer: Consumer) -> None:
         if consumer.ttl_timer is not None:
-            IOLoop.current().remove_timeout(consumer.ttl_timer)
+            self._loop.remove_timeout(consumer.ttl_timer)
             consumer.ttl_timer = None
 
     # --- streams ----------------------------------------------------------------------
@@ -245,7 +245,7 @@ class ConsumerManager:
         consumer.stream = None
         self._connected.pop(consumer.id, None)
         if not consumer.closed:
-            consumer.disconnected_at = IOLoop.current().time()
+            consumer.disconnected_at = self._loop.time()
             self._arm_ttl(consumer)
 
     def _beat(self) -> None:

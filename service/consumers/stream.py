@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import logging
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -174,8 +175,10 @@ class StreamHandler(CorsMixin):
             last_event_id,
             version=self.request.version,
             cors=cors_headers(headers.get("Origin"), self.ctx.settings),
-            remote_ip=self.remote_ip,
-            user_agent=headers.get("User-Agent", ""),
+            client=lambda: {
+                "remote_ip": self.remote_ip,
+                "user_agent": headers.get("User-Agent", ""),
+            },
             detach=self.detach,
         )
 
@@ -187,14 +190,15 @@ def start_stream(
     *,
     version: str,
     cors: dict[str, str],
-    remote_ip: str,
-    user_agent: str,
+    client: Callable[[], dict[str, str]],
     detach: Callable[[], IOStream],
 ) -> None:
     """Take the socket from Tornado, attach it to ``consumer`` and write the opening.
 
     The opening is the response head, the retry and info frames, a gap error
     when the buffer no longer reaches ``last_event_id``, and the replay.
+    ``client`` gives the ``stream.opened`` line's ``remote_ip`` and ``user_agent``;
+    it is called only when the line is written.
     """
     settings = ctx.settings
     iostream = detach()
@@ -211,20 +215,21 @@ def start_stream(
         ctx.metrics.stream_duration.observe(conn.duration)
         if reason == "slow_reader":
             ctx.metrics.slow_consumer_disconnects.inc()
-        log.info("stream.closed", consumer_id=consumer.id, **conn.as_log())
+        if log.is_enabled_for(logging.INFO):  # a hang-up wave would build every line for nothing
+            log.info("stream.closed", consumer_id=consumer.id, **conn.as_log())
 
     conn = SseConnection(iostream, settings.max_write_buffer, ctx.manager.batcher, on_close)
     frames, gap = ctx.manager.attach(consumer, conn, last_event_id)
     ctx.metrics.connections.inc()
     ctx.metrics.connections_opened.inc()
-    log.info(
-        "stream.opened",
-        consumer_id=consumer.id,
-        remote_ip=remote_ip,
-        user_agent=user_agent,
-        last_event_id=last_event_id,
-        replayed=len(frames),
-    )
+    if log.is_enabled_for(logging.INFO):
+        log.info(
+            "stream.opened",
+            consumer_id=consumer.id,
+            **client(),
+            last_event_id=last_event_id,
+            replayed=len(frames),
+        )
     parts = [
         head,
         sse.retry_frame(int(settings.retry * 1000)),
