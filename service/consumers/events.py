@@ -176,9 +176,9 @@ class EventsRequest(httputil.HTTPMessageDelegate):
             last_event_id,
             version=self.start_line.version,
             cors=cors_headers(headers.get("Origin"), settings),
-            client=lambda: {
-                "remote_ip": client_ip(peer, headers, settings.trusted_proxies),
-                "user_agent": headers.get("User-Agent", ""),
-            },
+            client=lambda: (
+                client_ip(peer, headers, settings.trusted_proxies),
+                headers.get("User-Agent", ""),
+            ),
             detach=self.conn.detach,
         )

@@ -175,10 +175,7 @@ class StreamHandler(CorsMixin):
             last_event_id,
             version=self.request.version,
             cors=cors_headers(headers.get("Origin"), self.ctx.settings),
-            client=lambda: {
-                "remote_ip": self.remote_ip,
-                "user_agent": headers.get("User-Agent", ""),
-            },
+            client=lambda: (self.remote_ip, headers.get("User-Agent", "")),
             detach=self.detach,
         )
 
@@ -190,14 +187,14 @@ def start_stream(
     *,
     version: str,
     cors: dict[str, str],
-    client: Callable[[], dict[str, str]],
+    client: Callable[[], tuple[str, str]],
     detach: Callable[[], IOStream],
 ) -> None:
     """Take the socket from Tornado, attach it to ``consumer`` and write the opening.
 
     The opening is the response head, the retry and info frames, a gap error
     when the buffer no longer reaches ``last_event_id``, and the replay.
-    ``client`` gives the ``stream.opened`` line's ``remote_ip`` and ``user_agent``;
+    ``client`` gives the ``stream.opened`` line's remote address and user agent;
     it is called only when the line is written.
     """
     settings = ctx.settings
@@ -223,10 +220,12 @@ def start_stream(
     ctx.metrics.connections.inc()
     ctx.metrics.connections_opened.inc()
     if log.is_enabled_for(logging.INFO):
+        remote_ip, user_agent = client()
         log.info(
             "stream.opened",
             consumer_id=consumer.id,
-            **client(),
+            remote_ip=remote_ip,
+            user_agent=user_agent,
             last_event_id=last_event_id,
             replayed=len(frames),
         )
