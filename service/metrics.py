@@ -2,9 +2,9 @@
 
 No label ever takes a consumer id or a topic name (unbounded cardinality).
 Fan-out counters are bumped once per broker message, with the delivery count as
-the increment, never once per delivery. The metrics counted per message and per
-request are :mod:`service.tally`'s lock-free ones; the rest are
-prometheus_client's own.
+the increment, never once per delivery. The metrics counted per message, per
+request, per stream and per consumer are :mod:`service.tally`'s lock-free ones;
+the broker's few are prometheus_client's own.
 """
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     Info,
     disable_created_metrics,
 )
 
 from service import __version__
-from service.tally import TallyCounter, TallyHistogram
+from service.tally import TallyCounter, TallyGauge, TallyHistogram
 
 CLOSE_REASONS = ("client", "replaced", "consumer_closed", "slow_reader", "shutdown")
 EVICT_REASONS = ("ttl", "deleted")
@@ -108,27 +107,27 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.connections = Gauge("unifrost_connections", "Open SSE streams.", registry=r)
-        self.connections_opened = Counter(
+        self.connections = TallyGauge("unifrost_connections", "Open SSE streams.", registry=r)
+        self.connections_opened = TallyCounter(
             "unifrost_connections_opened", "SSE streams opened.", registry=r
         )
-        self.connections_closed = Counter(
+        self.connections_closed = TallyCounter(
             "unifrost_connections_closed", "SSE streams closed, by reason.", ["reason"], registry=r
         )
-        self.stream_duration = Histogram(
+        self.stream_duration = TallyHistogram(
             "unifrost_stream_duration_seconds",
             "How long SSE streams stayed open.",
             buckets=_DURATION_BUCKETS,
             registry=r,
         )
-        self.consumers = Gauge("unifrost_consumers", "Live consumers.", registry=r)
-        self.consumers_created = Counter(
+        self.consumers = TallyGauge("unifrost_consumers", "Live consumers.", registry=r)
+        self.consumers_created = TallyCounter(
             "unifrost_consumers_created", "Consumers created.", registry=r
         )
-        self.consumers_evicted = Counter(
+        self.consumers_evicted = TallyCounter(
             "unifrost_consumers_evicted", "Consumers removed, by reason.", ["reason"], registry=r
         )
-        self.subscriptions = Gauge(
+        self.subscriptions = TallyGauge(
             "unifrost_subscriptions", "Consumer-topic subscriptions.", registry=r
         )
         self.broker_subscriptions = Gauge(
@@ -145,16 +144,16 @@ class Metrics:
         self.delivered_bytes = TallyCounter(
             "unifrost_delivered_bytes", "Bytes of topic messages written to streams.", registry=r
         )
-        self.messages_replayed = Counter(
+        self.messages_replayed = TallyCounter(
             "unifrost_messages_replayed", "Buffered messages sent on (re)connect.", registry=r
         )
-        self.messages_dropped = Counter(
+        self.messages_dropped = TallyCounter(
             "unifrost_messages_dropped",
             "Messages lost before delivery, by reason.",
             ["reason"],
             registry=r,
         )
-        self.slow_consumer_disconnects = Counter(
+        self.slow_consumer_disconnects = TallyCounter(
             "unifrost_slow_consumer_disconnects",
             "Streams closed because unsent bytes passed max_write_buffer.",
             registry=r,

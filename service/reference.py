@@ -21,7 +21,10 @@ from prometheus_client.metrics import MetricWrapperBase
 from service import cli, config
 from service import log_events as events
 from service import metrics as metrics_module
-from service.tally import TallyCounter, TallyHistogram
+from service.tally import TallyCounter, TallyGauge, TallyHistogram
+
+_Metric = MetricWrapperBase | TallyCounter | TallyGauge | TallyHistogram
+_METRIC_TYPES = (MetricWrapperBase, TallyCounter, TallyGauge, TallyHistogram)
 
 # --- configuration ----------------------------------------------------------------
 
@@ -205,7 +208,7 @@ def metric_docs() -> list[MetricDoc]:
     sampled = _sampled_labels(metrics.registry)
     docs = []
     for wrapper in vars(metrics).values():
-        if not isinstance(wrapper, (MetricWrapperBase, TallyCounter, TallyHistogram)):
+        if not isinstance(wrapper, _METRIC_TYPES):
             continue
         family = next(iter(wrapper.describe()))
         series = tuple(family.name + suffix for suffix in _SERIES_SUFFIXES[family.type])
@@ -233,13 +236,13 @@ def metric_docs() -> list[MetricDoc]:
     return docs
 
 
-def _label_names(wrapper: MetricWrapperBase | TallyCounter | TallyHistogram) -> Sequence[str]:
-    if isinstance(wrapper, (TallyCounter, TallyHistogram)):
+def _label_names(wrapper: _Metric) -> Sequence[str]:
+    if isinstance(wrapper, (TallyCounter, TallyGauge, TallyHistogram)):
         return wrapper.labelnames
     return wrapper._labelnames  # type: ignore[no-any-return]
 
 
-def _upper_bounds(wrapper: MetricWrapperBase | TallyCounter | TallyHistogram) -> Sequence[float]:
+def _upper_bounds(wrapper: _Metric) -> Sequence[float]:
     if isinstance(wrapper, TallyHistogram):
         return wrapper.bounds
     if isinstance(wrapper, Histogram):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from service.tally import TallyCounter, TallyHistogram
+from service.tally import TallyCounter, TallyGauge, TallyHistogram
 
 BUCKETS = (0.001, 0.01, 0.1, 1.0)
 # Below, on and between the bounds, and past the last one (the +Inf bucket).
@@ -56,3 +56,24 @@ def test_a_name_is_registered_once() -> None:
     TallyCounter("demo_twice", "First.", registry=registry)
     with pytest.raises(ValueError, match="Duplicated"):
         Counter("demo_twice", "Second.", registry=registry)
+
+
+def gauges(gauge_type: type) -> bytes:
+    registry = CollectorRegistry()
+    plain = gauge_type("demo_open", "Open now.", registry=registry)
+    labelled = gauge_type("demo_by_kind", "By kind.", ["kind"], registry=registry)
+    gauge_type("demo_untouched", "Never set.", registry=registry)
+    plain.inc()
+    plain.inc(5)
+    plain.dec(2)
+    labelled.labels("a").set(7)
+    labelled.labels("b").inc()
+    labelled.labels("b").dec(3)
+    return generate_latest(registry)
+
+
+def test_gauge_exposition_is_prometheus_clients() -> None:
+    ours = gauges(TallyGauge)
+    assert ours == gauges(Gauge)
+    assert b"demo_open 4.0" in ours
+    assert b'demo_by_kind{kind="b"} -2.0' in ours

@@ -97,7 +97,6 @@ class Consumer:
         "max_messages",
         "stream",
         "topics",
-        "ttl_timer",
     )
 
     def __init__(
@@ -110,7 +109,6 @@ class Consumer:
         self.created_at = time.time()
         self.disconnected_at: float | None = None
         self.stream: StreamSink | None = None
-        self.ttl_timer: object | None = None
         self.closed = False
         #: Id of the newest message received (0 = none yet).
         self.last_id = 0

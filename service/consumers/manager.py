@@ -1,23 +1,26 @@
 """The consumer manager: lifecycle, TTL eviction and stream attachment.
 
 Runs on the IOLoop. A consumer with no open stream is evicted ``consumer_ttl``
-after it was created or after its last stream closed; the timer is a single
-``call_later`` handle that changes only on attach and detach, never per message.
+after it was created or after its last stream closed; its clock (see
+:mod:`service.consumers.expiry`) starts and stops only on creation, attach and
+detach, never per message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tornado.ioloop import IOLoop, PeriodicCallback
+from tornado.ioloop import PeriodicCallback
 
 from service import sse
 from service.brokers.base import BrokerError
 from service.consumers.connection import WriteBatcher
 from service.consumers.consumer import Consumer, StreamSink, new_consumer_id
+from service.consumers.expiry import ExpiryQueue
 from service.consumers.hub import TopicHub
 from service.log import get_logger
 from service.metrics import Metrics
@@ -66,10 +69,8 @@ class ConsumerManager:
         self.policy = policy
         self._consumers: dict[str, Consumer] = {}
         self._connected: dict[str, Consumer] = {}
-        self._new: list[Consumer] = []  # created this IOLoop step, TTL not armed yet
-        # Looked up once: IOLoop.current() costs a getpid() system call on Python 3.11,
-        # and a wave of connects or hang-ups would pay it a few times per stream.
-        self._loop = IOLoop.current()
+        #: Consumers without a stream, waiting out their TTL.
+        self._expiry: ExpiryQueue[Consumer] = ExpiryQueue(policy.ttl, self._expire)
         hub.status_audience = lambda: self._connected.values()
         #: Coalesces each IOLoop iteration's writes into one send per stream.
         self.batcher = WriteBatcher()
@@ -120,7 +121,7 @@ class ConsumerManager:
         self._consumers[consumer_id] = consumer
         self.metrics.consumers_created.inc()
         self.metrics.consumers.set(len(self._consumers))
-        self._arm_ttl_unless_attached(consumer)
+        self._expiry.arm(consumer)
         log.info("consumer.created", consumer_id=consumer_id)
         errors = await self.update(consumer, add=topics) if topics else []
         return consumer, errors
@@ -181,7 +182,7 @@ class ConsumerManager:
         if consumer.closed:
             return
         consumer.closed = True
-        self._disarm_ttl(consumer)
+        self._expiry.disarm(consumer)
         if consumer.stream is not None:
             consumer.stream.close("consumer_closed", sse.closed_frame(sse.CLOSED_BY_DELETE))
         for topic in list(consumer.topics):
@@ -191,30 +192,8 @@ class ConsumerManager:
         self.metrics.consumers.set(len(self._consumers))
         log.info("consumer.evicted", consumer_id=consumer.id, reason=reason)
 
-    # --- TTL ------------------------------------------------------------------------
-
-    def _arm_ttl_unless_attached(self, consumer: Consumer) -> None:
-        # A stream that creates its own consumer (GET /events?topics=) attaches in
-        # the same IOLoop step: arming a timer only to cancel it at once would be
-        # a good part of the cost of opening such a stream.
-        if not self._new:
-            self._loop.add_callback(self._arm_new)
-        self._new.append(consumer)
-
-    def _arm_new(self) -> None:
-        new, self._new = self._new, []
-        for consumer in new:
-            if consumer.stream is None and not consumer.closed and consumer.ttl_timer is None:
-                self._arm_ttl(consumer)
-
-    def _arm_ttl(self, consumer: Consumer) -> None:
-        self._disarm_ttl(consumer)
-        consumer.ttl_timer = self._loop.call_later(self.policy.ttl, self._evict, consumer, "ttl")
-
-    def _disarm_ttl(self, consumer: Consumer) -> None:
-        if consumer.ttl_timer is not None:
-            self._loop.remove_timeout(consumer.ttl_timer)
-            consumer.ttl_timer = None
+    def _expire(self, consumer: Consumer) -> None:
+        self._evict(consumer, "ttl")
 
     # --- streams ----------------------------------------------------------------------
 
@@ -228,7 +207,7 @@ class ConsumerManager:
         """
         if consumer.stream is not None:
             consumer.stream.close("replaced", sse.closed_frame(sse.CLOSED_REPLACED))
-        self._disarm_ttl(consumer)
+        self._expiry.disarm(consumer)
         frames, gap = consumer.replay_from(last_event_id)
         consumer.stream = stream
         consumer.delivered_id = consumer.last_id
@@ -245,8 +224,8 @@ class ConsumerManager:
         consumer.stream = None
         self._connected.pop(consumer.id, None)
         if not consumer.closed:
-            consumer.disconnected_at = self._loop.time()
-            self._arm_ttl(consumer)
+            consumer.disconnected_at = time.time()
+            self._expiry.arm(consumer)
 
     def _beat(self) -> None:
         for consumer in list(self._connected.values()):
@@ -269,8 +248,8 @@ class ConsumerManager:
     async def close(self) -> None:
         """Stop timers and drop every consumer (streams must be closed first)."""
         self._heartbeat.stop()
+        self._expiry.close()
         for consumer in list(self._consumers.values()):
-            self._disarm_ttl(consumer)
             consumer.closed = True
             for topic in list(consumer.topics):
                 self.hub.remove(topic, consumer)

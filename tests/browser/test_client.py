@@ -185,7 +185,7 @@ async def test_twenty_topics_share_one_connection() -> None:
             mine = [e["payload"] for e in per_topic if e["handler"] == topic]
             assert mine == [f"{topic}#0", f"{topic}#1"], topic
         assert len(await b.requests()) == 1
-        assert running.metrics.connections_opened._value.get() == 1
+        assert running.metrics.connections_opened.value == 1
 
 
 async def test_consumer_deleted_server_side_stops_the_client() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -158,6 +159,8 @@ async def test_describe_consumer_follows_its_stream(server: Running) -> None:
     assert view["connected"] is False
     assert view["subscriptions"] == ["alerts", "news"]
     assert view["buffered"] == 0
+    assert abs(view["created_at"] - time.time()) < 60  # a Unix timestamp
+    assert view["disconnected_at"] is None
 
     await server.publish("news", "one")
     await server.publish("alerts", "two")
@@ -179,7 +182,10 @@ async def test_describe_consumer_follows_its_stream(server: Running) -> None:
         response = await server.api("GET", f"/consumers/{consumer_id}")
         return response.json()["connected"] is False
 
+    closed = time.time()
     await wait_for(disconnected)
+    view = (await server.api("GET", f"/consumers/{consumer_id}")).json()
+    assert abs(view["disconnected_at"] - closed) < 5  # a Unix timestamp, as created_at
 
 
 @pytest.mark.parametrize(
