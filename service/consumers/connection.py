@@ -4,10 +4,15 @@ Frames handed to a connection are queued on it and written once per IOLoop
 iteration by the :class:`WriteBatcher`: a burst of messages costs one ``send``
 per stream, not one per message. A message published in-process
 (:meth:`WriteBatcher.write_through`) is written to each socket as it is fanned
-out instead, since nothing else can join it in that iteration. Bytes go straight
-to the socket while nothing is backlogged, and to the IOStream's buffer only
-when the kernel buffer is full. No coroutine, queue or future is created per
-delivery.
+out instead, since nothing else can join it in that iteration. No coroutine,
+queue or future is created per delivery.
+
+From its response on, a stream's socket belongs to its :class:`SseConnection`
+alone: it watches the socket for the client's hang-up itself and keeps its own
+backlog of unsent bytes (as asyncio's socket transports do), instead of an
+IOStream's reads, futures and buffers, which cost a third of what opening and
+closing a stream cost. Bytes go straight to the socket while nothing is
+backlogged, and to the backlog only when the kernel buffer is full.
 
 A reader that falls behind by more than ``max_write_buffer`` unsent bytes is
 disconnected at once (slow-reader policy): nothing waits for it, so it never
@@ -19,14 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import time
-from asyncio import Future
 from collections.abc import Callable
 from typing import Any
-
-from tornado import gen
-from tornado.ioloop import IOLoop
-from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 
 from service import sse
 
@@ -35,6 +36,8 @@ from service import sse
 _MAX_INBOUND = 64 * 1024
 # How long a closing frame may take to drain before the socket is dropped.
 _CLOSE_GRACE = 5.0
+# The write cap while a stream says goodbye: the farewell is small and final.
+_NO_CAP = sys.maxsize
 
 
 class WriteBatcher:
@@ -86,19 +89,24 @@ class WriteBatcher:
 
 
 class SseConnection:
-    """The write side of one ``GET /events`` stream, detached from Tornado's HTTP layer."""
+    """The socket of one ``GET /events`` stream, detached from Tornado's HTTP layer."""
 
     __slots__ = (
-        "_backlogged",
+        "_backlog",
         "_batcher",
+        "_fd",
+        "_grace",
+        "_inbound",
+        "_loop",
         "_on_close",
         "_pending",
         "_quiet_sweeps",
+        "_reading",
         "_socket",
+        "_write_cap",
         "bytes",
         "close_reason",
         "closed",
-        "iostream",
         "max_write_buffer",
         "messages",
         "opened_at",
@@ -106,14 +114,18 @@ class SseConnection:
 
     def __init__(
         self,
-        iostream: IOStream,
+        sock: socket.socket,
+        loop: asyncio.AbstractEventLoop,
         max_write_buffer: int,
         batcher: WriteBatcher,
         on_close: Callable[[SseConnection, str], None],
     ) -> None:
-        self.iostream = iostream
-        self._socket: socket.socket = iostream.socket
+        self._socket = sock
+        #: The socket's descriptor while this connection holds it; -1 once released.
+        self._fd = sock.fileno()
+        self._loop = loop
         self.max_write_buffer = max_write_buffer
+        self._write_cap = max_write_buffer
         self._batcher = batcher
         self._on_close = on_close
         self.opened_at = time.monotonic()
@@ -122,12 +134,14 @@ class SseConnection:
         self.messages = 0
         self.bytes = 0
         self._pending: list[bytes] = []
-        # True while the IOStream holds unsent bytes: new bytes must queue behind them.
-        self._backlogged = False
+        # Bytes the kernel did not take yet; None while there are none (the usual case).
+        self._backlog: bytearray | None = None
+        self._inbound = 0
         self._quiet_sweeps = 0
-        iostream.max_buffer_size = _MAX_INBOUND
-        # The pending read watches the socket: it ends when the client hangs up.
-        gen.convert_yielded(iostream.read_until_close()).add_done_callback(self._read_ended)
+        self._grace: asyncio.TimerHandle | None = None
+        # The client sends nothing more; readability means it hung up (or misbehaves).
+        loop.add_reader(self._fd, self._readable)
+        self._reading = True
 
     # --- queueing (hot path) ----------------------------------------------------
 
@@ -140,7 +154,7 @@ class SseConnection:
         self.bytes += len(data)
         if not self._pending:
             if self._batcher.writing_through:
-                if self._backlogged:
+                if self._backlog is not None:
                     return self._write(data)
                 # The usual case, inlined (one call per delivery fewer): the socket takes it all.
                 self._quiet_sweeps = 0
@@ -177,33 +191,47 @@ class SseConnection:
         if self.closed:
             return False
         self._quiet_sweeps = 0
-        view: bytes | memoryview = data
-        if not self._backlogged:
+        backlog = self._backlog
+        if backlog is None:
             try:
                 sent = self._socket.send(data)
             except BlockingIOError:
                 sent = 0
             except OSError:
-                self.close("client")
+                self._drop()
                 return False
             if sent == len(data):
                 return True
-            view = memoryview(data)[sent:]
-        try:
-            written = self.iostream.write(view)
-        except StreamBufferFullError:
+            data = memoryview(data)[sent:]
+            backlog = self._backlog = bytearray()
+            self._loop.add_writer(self._fd, self._writable)
+        if len(backlog) + len(data) > self._write_cap:
             self.close("slow_reader")
             return False
-        except StreamClosedError:
-            self.close("client")
-            return False
-        self._backlogged = True
-        written.add_done_callback(self._maybe_drained)
+        backlog += data
         return True
 
-    def _maybe_drained(self, _future: object) -> None:
-        if not self.iostream.writing():
-            self._backlogged = False
+    def _writable(self) -> None:
+        """The kernel takes more: send the backlog (all of it, once the client reads)."""
+        backlog = self._backlog
+        if backlog is None:
+            return
+        try:
+            sent = self._socket.send(backlog)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._drop()
+            return
+        del backlog[:sent]
+        if backlog:
+            return
+        self._backlog = None
+        self._loop.remove_writer(self._fd)
+        if self.closed:  # the closing frame is out: hang up
+            self._release()
+        else:
+            self._write_cap = self.max_write_buffer  # an opening's allowance ends here
 
     def send_initial(self, data: bytes, replayed: int, replay_bytes: int) -> None:
         """Head, retry, info and replay in one write, before the slow-reader cap applies.
@@ -211,19 +239,12 @@ class SseConnection:
         Replay is bounded by the consumer buffer, so it may exceed
         ``max_write_buffer`` by that much without counting as a slow reader.
         """
-        stream = self.iostream
-        stream.max_write_buffer_size = self.max_write_buffer + len(data)
+        self._write_cap = self.max_write_buffer + len(data)
         self._write(data)
         self.messages += replayed
         self.bytes += replay_bytes
-        if stream.writing():
-            # Back to the plain cap once the opening burst has left the buffer.
-            stream.write(b"").add_done_callback(self._restore_write_cap)
-        else:
-            stream.max_write_buffer_size = self.max_write_buffer
-
-    def _restore_write_cap(self, _future: object) -> None:
-        self.iostream.max_write_buffer_size = self.max_write_buffer
+        if self._backlog is None:
+            self._write_cap = self.max_write_buffer
 
     def heartbeat(self) -> None:
         """Called twice per heartbeat interval; writes a comment after a full idle interval.
@@ -234,6 +255,21 @@ class SseConnection:
         if self._quiet_sweeps >= 2 and not self._pending:
             self._write(sse.HEARTBEAT)
 
+    # --- reading ------------------------------------------------------------------
+
+    def _readable(self) -> None:
+        try:
+            data = self._socket.recv(_MAX_INBOUND)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # reset: an ordinary hang-up here
+            data = b""
+        if data:
+            self._inbound += len(data)
+            if self._inbound <= _MAX_INBOUND:
+                return
+        self._drop()
+
     # --- closing ------------------------------------------------------------------
 
     def close(self, reason: str, frame: bytes | None = None) -> None:
@@ -241,8 +277,7 @@ class SseConnection:
         if self.closed:
             return
         if reason != "slow_reader":
-            # The farewell is small and final: it may exceed the slow-reader cap.
-            self.iostream.max_write_buffer_size = None
+            self._write_cap = _NO_CAP
             if frame:
                 self._pending.append(frame)
             self.flush()
@@ -251,26 +286,45 @@ class SseConnection:
         self._pending.clear()
         self.closed = True
         self.close_reason = reason
-        stream = self.iostream
-        if stream.writing() and reason != "slow_reader":
-            # Let queued bytes (the closing frame) drain, then hang up.
-            stream.write(b"").add_done_callback(lambda _f: stream.close())
-            # A reader that never drains must not keep the socket forever.
-            IOLoop.current().call_later(_CLOSE_GRACE, stream.close)
+        if self._backlog is not None and reason != "slow_reader":
+            # Let the backlog (the closing frame) drain, then hang up; a reader that
+            # never drains must not keep the socket forever.
+            self._stop_reading()
+            self._grace = self._loop.call_later(_CLOSE_GRACE, self._release)
         else:
-            stream.close()
+            self._release()
         self._on_close(self, reason)
 
-    def _read_ended(self, reading: Future[bytes]) -> None:
-        reading.exception()  # retrieved: a reset is an ordinary hang-up here
-        self._closed_by_peer()
-
-    def _closed_by_peer(self) -> None:
+    def _drop(self) -> None:
+        """The client is gone (or cut off for sending): let go of the socket at once."""
         if not self.closed:
             self.closed = True
             self.close_reason = "client"
             self._pending.clear()
+            self._release()
             self._on_close(self, "client")
+        else:  # it went away while its farewell drained
+            self._release()
+
+    def _stop_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._fd)
+
+    def _release(self) -> None:
+        """Unregister the socket and close it (once)."""
+        fd = self._fd
+        if fd < 0:
+            return
+        self._stop_reading()
+        if self._backlog is not None:
+            self._loop.remove_writer(fd)
+            self._backlog = None
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+        self._fd = -1
+        self._socket.close()
 
     @property
     def duration(self) -> float:

@@ -13,6 +13,7 @@ everything else, and every embedding application, goes through the handler.
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import functools
 import logging
@@ -198,9 +199,11 @@ def start_stream(
     it is called only when the line is written.
     """
     settings = ctx.settings
-    iostream = detach()
-    if _client_gone(iostream):  # e.g. while its consumer was being created
-        iostream.close()
+    sock = _take_socket(detach())
+    if sock is None:
+        return
+    if _client_gone(sock):  # e.g. while its consumer was being created
+        sock.close()
         return
     head = _response_head(version, cors)
     ctx.metrics.count_request(StreamHandler.name, 200)
@@ -215,7 +218,9 @@ def start_stream(
         if log.is_enabled_for(logging.INFO):  # a hang-up wave would build every line for nothing
             log.info("stream.closed", consumer_id=consumer.id, **conn.as_log())
 
-    conn = SseConnection(iostream, settings.max_write_buffer, ctx.manager.batcher, on_close)
+    conn = SseConnection(
+        sock, asyncio.get_running_loop(), settings.max_write_buffer, ctx.manager.batcher, on_close
+    )
     frames, gap = ctx.manager.attach(consumer, conn, last_event_id)
     ctx.metrics.connections.inc()
     ctx.metrics.connections_opened.inc()
@@ -248,12 +253,25 @@ def start_stream(
     conn.send_initial(b"".join(parts + frames), len(frames), replay_bytes)
 
 
-def _client_gone(iostream: IOStream) -> bool:
+def _take_socket(iostream: IOStream) -> socket.socket | None:
+    """The connection's socket, no longer watched by Tornado; None if it is closed.
+
+    The stream's :class:`SseConnection` owns the socket from here on: the
+    IOStream is dropped unused, so nothing else reads, writes or closes it.
+    """
+    sock = iostream.socket
+    if iostream.closed() or sock is None:
+        return None
+    # Tornado watches an idle connection's socket for its hang-up (the front does
+    # not: its connections arrive here unwatched).
+    iostream.io_loop.remove_handler(sock.fileno())
+    return sock
+
+
+def _client_gone(sock: socket.socket) -> bool:
     """Whether the client has hung up (nothing may be watching the socket before the stream)."""
-    if iostream.closed():
-        return True
     try:
-        return iostream.socket.recv(1, socket.MSG_PEEK) == b""
+        return sock.recv(1, socket.MSG_PEEK) == b""
     except BlockingIOError:
         return False  # connected, nothing sent: the usual case
     except OSError:

@@ -277,3 +277,21 @@ async def test_draining_that_begins_while_a_consumer_is_created(
     assert handler_calls == ["/events?topics=news"]
     client.close()
     open_server.server.ctx.state.draining = False  # type: ignore[union-attr]
+
+
+async def test_a_stream_opened_by_the_handler_owns_its_socket(
+    open_server: Running, handler_calls: list[str]
+) -> None:
+    consumer_id = await open_server.create_consumer(["news"])
+    # " 0" is left to the handler: the socket comes from Tornado's HTTP layer.
+    client = await open_stream(open_server, f"id={consumer_id}&last_event_id=%200")
+    assert client.status == 200
+    await client.opening()
+    assert len(handler_calls) == 1
+    for n in range(3):  # live frames reach it...
+        await open_server.publish("news", f"live {n}")
+        frame = await client.frame()
+        assert (frame.decoded, frame.id) == (["news", f"live {n}"], str(n + 1))
+    client.close()  # ...and its hang-up is noticed without a write
+    await until(lambda: open_server.manager.connected_count == 0)
+    assert await metric(open_server, "unifrost_connections_closed_total", reason="client") == 1
