@@ -1,21 +1,23 @@
-"""Server CPU per publish and per stream connect, the two fixed costs of the service.
+"""Server CPU per publish, per stream connect and per hang-up: the service's fixed costs.
 
-``make bench`` measures whole scenarios; this isolates the two per-request costs
-that decide scenarios (b), (c) and the connect time, so a change to either path
-can be measured before and after on the same machine::
+``make bench`` measures whole scenarios; this isolates the per-request costs
+that decide scenarios (b), (c), (e) and the connect time, so a change to one of
+the paths can be measured before and after on the same machine::
 
     python -m bench.costs                       # this checkout
     python -m bench.costs --root ../other-tree  # another checkout, same load
-    python -m bench.costs --nchan               # nchan's publish cost beside it
+    python -m bench.costs --nchan               # nchan's costs beside it
     python -m bench.costs --floors              # do-nothing servers (bench/floors.py)
     python -m bench.costs --log-level info      # unifrost with its per-request lines
 
 Each server runs pinned to core 0, the load to core 1 (as in ``make bench``).
 A publish is ``POST /publish?topic=`` (64-byte body, 100 topics, no streams)
 over 8 keep-alive connections; a connect is ``GET /events?topics=`` creating its
-own consumer, 10,000 of them through a window of 64. CPU is the server's
-``utime + stime`` over the measured requests only; the machine's speed moves it
-from run to run, so compare trees within one invocation, several times.
+own consumer, 10,000 of them through a window of 64; a hang-up is one of those
+10,000 streams closed by the client all at once (as in (e)'s storm), counted
+until the server is idle again. CPU is the server's ``utime + stime`` over the
+measured requests only; the machine's speed moves it from run to run, so
+compare trees within one invocation, several times.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from bench.floors import KINDS as FLOORS
 
 _PUBLISHES = 20_000
 _CONNECTS = 10_000
+_STREAMS = (("connect", _CONNECTS), ("hang-up", _CONNECTS))
 
 
 def _measure(root: Path, what: str, count: int, server: str, log_level: str) -> float:
@@ -70,8 +73,25 @@ def main():
             before = sum(srv.cpu_times())
             lg.connect()
             used = sum(srv.cpu_times()) - before
-            lg.close()
+            if {what!r} == "hang-up":
+                time.sleep(0.5)
+                before = sum(srv.cpu_times())
+                lg.close()  # every stream's socket closed at once
+                used = settled(srv) - before
+            else:
+                lg.close()
     print(used / {count} * 1e6)
+
+def settled(srv):
+    # The server's CPU seconds once it has stopped using any (it is idle again).
+    last = sum(srv.cpu_times())
+    for _ in range(100):
+        time.sleep(0.3)
+        now = sum(srv.cpu_times())
+        if now == last:
+            return now
+        last = now
+    raise RuntimeError("the server never went idle")
 
 if __name__ == "__main__":
     main()
@@ -87,7 +107,7 @@ if __name__ == "__main__":
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", action="append", type=Path, help="a checkout to measure")
-    parser.add_argument("--nchan", action="store_true", help="measure nchan's publish too")
+    parser.add_argument("--nchan", action="store_true", help="measure nchan's costs too")
     parser.add_argument(
         "--floors", action="store_true", help="measure the do-nothing servers of bench/floors.py"
     )
@@ -104,12 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, str, list[float]]] = []
     for _ in range(args.repeat):  # interleaved, so drift in machine speed hits all alike
         for root in roots:
-            for what, count in (("publish", _PUBLISHES), ("connect", _CONNECTS)):
+            for what, count in (("publish", _PUBLISHES), *_STREAMS):
                 value = _measure(root, what, count, "unifrost", args.log_level)
                 _add(rows, f"unifrost {root}", what, value)
         if args.nchan:
-            cost = _measure(here, "publish", _PUBLISHES, "nchan", args.log_level)
-            _add(rows, "nchan", "publish", cost)
+            for what, count in (("publish", _PUBLISHES), *_STREAMS):
+                cost = _measure(here, what, count, "nchan", args.log_level)
+                _add(rows, "nchan", what, cost)
         for kind in FLOORS if args.floors else ():
             for what, count in (("publish", _PUBLISHES), ("connect", _CONNECTS)):
                 value = _measure(here, what, count, f"floor:{kind}", args.log_level)
