@@ -18,7 +18,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from itertools import accumulate
-from typing import Self
+from typing import ClassVar, Self
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import Histogram
@@ -87,10 +87,11 @@ class _Tally:
         raise NotImplementedError
 
 
-class TallyCounter(_Tally):
-    """A counter: ``inc`` adds to a plain number."""
+class _Number(_Tally):
+    """One plain number per label set: what counters and gauges share."""
 
     __slots__ = ("value",)
+    _family_type: ClassVar[type[CounterMetricFamily] | type[GaugeMetricFamily]]
 
     def __init__(
         self,
@@ -106,49 +107,34 @@ class TallyCounter(_Tally):
         self.value += amount
 
     def _family(self) -> Metric:
-        return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        return self._family_type(self.name, self.documentation, labels=self.labelnames)
 
-    def _child(self) -> TallyCounter:
-        return TallyCounter(self.name, self.documentation)
+    def _child(self) -> Self:
+        return type(self)(self.name, self.documentation)
 
     def _add_to(self, family: Metric, values: Sequence[str]) -> None:
-        assert isinstance(family, CounterMetricFamily)
+        assert isinstance(family, (CounterMetricFamily, GaugeMetricFamily))
         family.add_metric(values, self.value)
 
 
-class TallyGauge(_Tally):
+class TallyCounter(_Number):
+    """A counter: ``inc`` adds to a plain number."""
+
+    __slots__ = ()
+    _family_type = CounterMetricFamily
+
+
+class TallyGauge(_Number):
     """A gauge: ``set``, ``inc`` and ``dec`` change a plain number."""
 
-    __slots__ = ("value",)
-
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Sequence[str] = (),
-        registry: CollectorRegistry | None = None,
-    ) -> None:
-        self.value = 0.0
-        super().__init__(name, documentation, labelnames, registry)
+    __slots__ = ()
+    _family_type = GaugeMetricFamily
 
     def set(self, value: float) -> None:
         self.value = value
 
-    def inc(self, amount: float = 1) -> None:
-        self.value += amount
-
     def dec(self, amount: float = 1) -> None:
         self.value -= amount
-
-    def _family(self) -> Metric:
-        return GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
-
-    def _child(self) -> TallyGauge:
-        return TallyGauge(self.name, self.documentation)
-
-    def _add_to(self, family: Metric, values: Sequence[str]) -> None:
-        assert isinstance(family, GaugeMetricFamily)
-        family.add_metric(values, self.value)
 
 
 class TallyHistogram(_Tally):
