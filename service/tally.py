@@ -2,8 +2,8 @@
 
 prometheus_client's metrics may be shared by threads, so every ``inc``,
 ``set`` and ``observe`` checks its arguments and takes a lock: about 2 µs of a
-publish, which touches five of them, and a third of what a stream's hang-up
-costs. Everything that counts a message, a request or a stream runs on the
+publish, which touches five of them; a stream's opening and closing touch
+another six. Everything that counts a message, a request or a stream runs on the
 IOLoop's thread, so these keep plain numbers, and hand prometheus_client
 finished metric families when the registry is collected (a custom collector,
 as prometheus_client documents for values kept elsewhere). The exposition is
