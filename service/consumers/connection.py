@@ -297,15 +297,16 @@ class SseConnection:
         self._on_close(self, reason)
 
     def _drop(self) -> None:
-        """The client is gone (or cut off for sending): let go of the socket at once."""
+        """The client is gone (or cut off for sending): let go of the socket at once.
+
+        Also when it goes while its farewell drains (the stream is closed already).
+        """
+        self._release()
         if not self.closed:
             self.closed = True
             self.close_reason = "client"
             self._pending.clear()
-            self._release()
             self._on_close(self, "client")
-        else:  # it went away while its farewell drained
-            self._release()
 
     def _stop_reading(self) -> None:
         if self._reading:
