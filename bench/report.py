@@ -26,7 +26,7 @@ from bench.servers import ROOT, nginx_version
 Results = dict[str, dict[str, dict[str, Any]]]  # scenario -> server -> metrics
 
 SUBJECT = "unifrost"
-PEERS = ("nchan", "sse-starlette")
+PEERS = ("nchan", "sse-starlette", "python-floor")
 
 
 @dataclass(frozen=True)
@@ -257,6 +257,31 @@ TARGETS = [
     Target("e-integrity", "e", INTEGRITY, "0 lost, 0 dup", _storm_target),
 ]
 
+#: The reference beside the targets (``bench/python_floor.py``), not a target itself.
+FLOOR = "python-floor"
+
+
+def floor_reference(results: Results) -> list[dict[str, Any]]:
+    """Per throughput scenario: the Python floor ÷ sse-starlette, and unifrost ÷ the floor.
+
+    What a server doing nothing but the sends reaches against sse-starlette in
+    the same run is as far as any Python server's ratio can go there.
+    """
+    reference = []
+    for scenario in ("a", "b"):
+        floor = _metric(results, scenario, FLOOR, "deliveries_per_cpu_s")
+        if not floor or not _metric(results, scenario, FLOOR, "all_delivered"):
+            continue
+        entry: dict[str, Any] = {"scenario": scenario}
+        starlette = _metric(results, scenario, "sse-starlette", "deliveries_per_cpu_s")
+        if starlette:
+            entry["floor_per_starlette"] = round(floor / starlette, 2)
+        ours = _metric(results, scenario, SUBJECT, "deliveries_per_cpu_s")
+        if ours:
+            entry["unifrost_per_floor"] = round(ours / floor, 2)
+        reference.append(entry)
+    return reference
+
 
 def judge_targets(results: Results) -> list[dict[str, Any]]:
     judged = []
@@ -369,6 +394,17 @@ def render(results: Results, titles: dict[str, str], servers: list[str]) -> str:
         out.append(f"Targets: {passed}/{len(summary)} PASS")
         for t in summary:
             out.append(f"  {t['result']:4}  ({t['scenario']}) {t['target']}: {t['value']}")
+    reference = floor_reference(results)
+    if reference:
+        out.append("")
+        out.append(f"Reference: {FLOOR} (bench/python_floor.py: nothing but the sends)")
+        for entry in reference:
+            parts = []
+            if "floor_per_starlette" in entry:
+                parts.append(f"{entry['floor_per_starlette']:.2f}x sse-starlette")
+            if "unifrost_per_floor" in entry:
+                parts.append(f"unifrost at {entry['unifrost_per_floor']:.2f}x of it")
+            out.append(f"  ({entry['scenario']}) deliveries / server CPU-s: {'; '.join(parts)}")
     return "\n".join(out)
 
 

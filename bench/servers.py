@@ -400,7 +400,26 @@ class SseStarlette(ServerSet):
         return [f"{len(lines)} log lines", *lines[:3]] if lines else []
 
 
-SERVERS: dict[str, type[ServerSet]] = {cls.name: cls for cls in (Unifrost, Nchan, SseStarlette)}
+class PythonFloorServer(ServerSet):
+    """``bench/python_floor.py``: the least a Python SSE server can do per delivery."""
+
+    name = "python-floor"
+    protocol = StreamProtocol(path="/events?topic={topic}")
+
+    def start(self) -> None:
+        for _ in range(self.processes):
+            port = free_port()
+            argv = [sys.executable, "-m", "bench.python_floor", str(port)]
+            proc = subprocess.Popen(self.command(argv), cwd=ROOT, stdout=subprocess.DEVNULL)
+            self.procs.append(proc)
+            wait_for_port(port, proc, "python-floor")
+            self.stream_ports.append(port)
+        self.publish_port = self.stream_ports[0]
+
+
+SERVERS: dict[str, type[ServerSet]] = {
+    cls.name: cls for cls in (Unifrost, Nchan, SseStarlette, PythonFloorServer)
+}
 
 _VERSION = re.compile(r"nginx/(\S+)")
 

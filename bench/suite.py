@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.report import judge_targets, machine, render, source_digest
+from bench.report import floor_reference, judge_targets, machine, render, source_digest
 from bench.rounds import best_attempt, combine_rounds
 from bench.scenarios import SCENARIOS, RunConfig, Scenario, run
 from bench.servers import ROOT, SERVERS, UNIFROST_ENV, Nchan, ServerSet
@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "results": results,
         "targets": judge_targets(results),
+        "reference": floor_reference(results),
         "table": heading + "\n\n" + table,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
