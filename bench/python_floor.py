@@ -1,9 +1,9 @@
-"""The least a Python SSE server can do: the suite's optional ``python-floor`` server.
+"""The least a Python SSE server can do: ``make bench``'s ``python-floor``.
 
-``python -m bench.suite --servers unifrost,nchan,sse-starlette,python-floor``
-runs it beside the others, so a run shows what the kernel and the interpreter
-leave for any pub/sub server written in Python on this machine. It is one
-``epoll`` loop over raw non-blocking sockets, no framework, no HTTP library:
+The suite runs it beside the peers, so each run shows what the kernel and the
+interpreter leave for any pub/sub server written in Python on that machine; it
+has no target of its own. It is one ``epoll`` loop over raw non-blocking
+sockets, no framework, no HTTP library:
 
 * ``GET /events?topic=T`` answers an SSE head and adds the socket to ``T``'s list;
 * ``POST /publish?topic=T`` sends ``data: <body>\\n\\n`` to every socket of
