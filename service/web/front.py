@@ -5,18 +5,21 @@ request, a header timeout, futures for every read and write) costs several
 times what a publish or a stream opening does itself. :class:`FrontServer` is a
 Tornado ``HTTPServer`` that looks at each new connection before Tornado does:
 
-1. It watches the socket and, when bytes arrive, *peeks* at them (``MSG_PEEK``:
-   nothing is consumed) and parses them with ``httptools``.
+1. It watches the socket and, when bytes arrive, reads them and parses them
+   with ``httptools``.
 2. A complete, plainly valid HTTP/1.1 request for one of the
    :class:`~service.web.router.Router`'s routes (``POST /publish``,
-   ``GET /events``) is consumed and given to the route's delegate, exactly as
-   Tornado would give it; the delegate answers through this connection (which
-   implements Tornado's ``HTTPConnection``). A publish connection stays here
-   for its next request.
+   ``GET /events``) is given to the route's delegate, exactly as Tornado would
+   give it; the delegate answers through this connection (which implements
+   Tornado's ``HTTPConnection``). A publish connection stays here for its next
+   request; a pipelined request that came in the same read is served once the
+   one before it is answered.
 3. Anything else — another path, a body that has not fully arrived, chunked
-   bodies, ``Expect``/``Upgrade``, HTTP/1.0, a malformed request — is left
-   unread and the connection is handed to Tornado's ``HTTPServer`` for good,
-   which reads and answers it as if it had been there from the start.
+   bodies, ``Expect``/``Upgrade``, HTTP/1.0, a malformed request — is handed,
+   with the connection, to Tornado's ``HTTPServer`` for good: its ``IOStream``
+   reads first the bytes the front read (:class:`_ReadAgainStream`), then the
+   socket, so Tornado reads and answers the request as if it had been there
+   from the start.
 
 So the front adds no behaviour of its own: each request is answered by the same
 code either way, and Tornado remains the parser of record for everything
@@ -54,8 +57,9 @@ from tornado.log import app_log
 
 from service.web.router import Router
 
-#: The most a request may take (head and body) to be answered at the front.
-PEEK_BYTES = 64 * 1024
+#: The most a request may take (head and body) to be answered at the front; also
+#: the most one read takes from the socket.
+READ_BYTES = 64 * 1024
 #: How often connections waiting for a request are checked against the idle timeout.
 _SWEEP_INTERVAL = 30.0
 #: Reason phrases of the status codes.
@@ -97,13 +101,13 @@ class FrontServer(HTTPServer):
             self._schedule_sweep()
 
     def pass_on(self, stream: IOStream, address: Any) -> None:
-        """Give a connection to Tornado's HTTP layer (its next request unread)."""
+        """Give a connection to Tornado's HTTP layer, from its next request on."""
         super().handle_stream(stream, address)
 
     def queue_answer(self, front: FrontConnection, data: bytes) -> None:
         """Write ``data`` to ``front`` with the other answers of this loop iteration."""
         if not self._answers:
-            asyncio.get_running_loop().call_soon(self.write_answers)
+            front.loop.call_soon(self.write_answers)
         self._answers.append((front, data))
 
     def write_answers(self) -> None:
@@ -160,7 +164,7 @@ class _Head(NamedTuple):
 
 
 class _Request(NamedTuple):
-    """The first request of the peeked bytes."""
+    """The first request of the bytes read."""
 
     head: _Head
     body: bytes
@@ -263,6 +267,23 @@ def _parse(data: bytes) -> _Request | None:
     return _Request(head, data[head_end:size], size)
 
 
+class _ReadAgainStream(IOStream):
+    """Tornado's ``IOStream`` for a socket the front has read from: its first reads
+    return the bytes the front read, its later ones read the socket."""
+
+    def __init__(self, already_read: bytes, sock: socket.socket, **kwargs: Any) -> None:
+        super().__init__(sock, **kwargs)
+        self._already_read = memoryview(already_read)
+
+    def read_from_fd(self, buf: bytearray | memoryview) -> int | None:
+        if not self._already_read:
+            return super().read_from_fd(buf)
+        count = min(len(buf), len(self._already_read))
+        buf[:count] = self._already_read[:count]
+        self._already_read = self._already_read[count:]
+        return count
+
+
 class FrontConnection(httputil.HTTPConnection):
     """One connection while the front serves it; Tornado's ``HTTPConnection`` for the answers."""
 
@@ -271,6 +292,7 @@ class FrontConnection(httputil.HTTPConnection):
         "_close_callback",
         "_detached",
         "_out",
+        "_unread",
         "address",
         "busy",
         "context",
@@ -305,17 +327,23 @@ class FrontConnection(httputil.HTTPConnection):
         self._close_after = False
         self._close_callback: Callable[[], None] | None = None
         self._out: list[bytes] = []
+        #: Bytes read past the request being answered: the next, pipelined request.
+        self._unread = b""
 
     # --- reading --------------------------------------------------------------------
 
     def wait(self) -> None:
-        """Wait for the next request."""
+        """Wait for the next request (or serve the one already read)."""
         self.busy = False
         self.idle_since = time.monotonic()
         if not self.watching:
             self.server.fronts.add(self)
             self.watching = True
             self.loop.add_reader(self.fd, self._readable)
+        if self._unread:
+            # A pipelined request came in the same read as the last one: the socket
+            # may have nothing more to read, so it is served without waiting for it.
+            self.loop.call_soon(self._serve_unread)
 
     def _stop_reading(self) -> None:
         if self.watching:
@@ -334,7 +362,7 @@ class FrontConnection(httputil.HTTPConnection):
             self._stop_reading()
             return
         try:
-            data = self.sock.recv(PEEK_BYTES, socket.MSG_PEEK)
+            data = self.sock.recv(READ_BYTES)
         except BlockingIOError:
             return
         except OSError:
@@ -342,19 +370,25 @@ class FrontConnection(httputil.HTTPConnection):
         if not data:  # the client hung up between requests
             self.close()
             return
+        if self._unread:
+            data, self._unread = self._unread + data, b""
+        self._serve(data)
+
+    def _serve_unread(self) -> None:
+        """Serve the pipelined request read with the last one (see :meth:`wait`)."""
+        if self._unread and not self.busy and self.watching:
+            data, self._unread = self._unread, b""
+            self._serve(data)
+
+    def _serve(self, data: bytes) -> None:
+        """Answer the first request of ``data`` here, or hand everything to Tornado."""
         request = _parse(data)
         route = None if request is None else self.router.routes.get(request.head.route)
         if request is None or route is None:
-            self._pass_on()
+            self._pass_on(data)
             return
         head = request.head
-        try:
-            consumed = len(self.sock.recv(request.size))
-        except OSError:  # reset since it was peeked
-            consumed = 0
-        if consumed != request.size:
-            self.close()
-            return
+        self._unread = data[request.size :]
         self.busy = True
         self._close_after = not head.keep_alive
         try:
@@ -371,9 +405,23 @@ class FrontConnection(httputil.HTTPConnection):
     def _to_application(self) -> httputil.HTTPMessageDelegate:
         return self.router.app.start_request(self, self)
 
-    def _pass_on(self) -> None:
+    def _pass_on(self, already_read: bytes) -> None:
         self._leave()
-        self.server.pass_on(self.stream, self.address)
+        self.server.pass_on(self._handover_stream(already_read), self.address)
+
+    def _handover_stream(self, already_read: bytes) -> IOStream:
+        """The ``IOStream`` Tornado takes the connection with: one that reads
+        ``already_read`` first, when the front has read bytes it did not serve."""
+        if already_read:
+            # The front never read or wrote through the original stream, so nothing of
+            # it is registered with the loop: a new stream may take the socket over.
+            self.stream = _ReadAgainStream(
+                already_read,
+                self.sock,
+                max_buffer_size=self.server.max_buffer_size,
+                read_chunk_size=self.server.read_chunk_size,
+            )
+        return self.stream
 
     # --- answering (Tornado's HTTPConnection) ---------------------------------------
 
@@ -444,13 +492,16 @@ class FrontConnection(httputil.HTTPConnection):
             return
         if sent < len(data):
             # The client is not reading its answers: the IOStream buffers the rest, and
-            # Tornado's HTTP layer (which waits for its writes) takes the connection.
+            # Tornado's HTTP layer (which waits for its writes) takes the connection,
+            # with any pipelined request the front has read.
             self._leave()
-            writing = self.stream.write(memoryview(data)[sent:])
+            stream = self._handover_stream(self._unread)
+            self._unread = b""
+            writing = stream.write(memoryview(data)[sent:])
             if self._close_after or self.server.closing:
-                writing.add_done_callback(lambda _f: self.stream.close())
+                writing.add_done_callback(lambda _f: stream.close())
             else:
-                self.server.pass_on(self.stream, self.address)
+                self.server.pass_on(stream, self.address)
             return
         if self._close_after or self.server.closing:
             self.close()

@@ -1,7 +1,7 @@
 """The front door: plainly valid hot requests are answered straight from the socket.
 
-Every other request is left unread and the connection goes to Tornado's HTTP
-layer, which must answer it exactly as if the front were not there. These
+Every other request goes, with the connection and the bytes the front read, to
+Tornado's HTTP layer, which must answer it exactly as if the front were not there. These
 tests count the hand-overs (``FrontServer.pass_on``) so each case is known to
 take the path it claims, and check the answers and the messages delivered.
 """
@@ -21,7 +21,7 @@ import pytest
 from service.web import front
 from service.web.front import (
     HEAD_CACHE_SIZE,
-    PEEK_BYTES,
+    READ_BYTES,
     FrontConnection,
     FrontServer,
     _parse,
@@ -117,6 +117,26 @@ async def test_pipelined_requests_are_answered_in_order(
         b'["t","two"]\n\n',
         b'["t","three"]\n\n',
     ]
+
+
+async def test_a_pipelined_request_cut_short_goes_to_tornado_with_what_was_read(
+    server: Running, consumer_id: str, passed_on: list[int]
+) -> None:
+    # The front reads the first request and the start of the second at once; Tornado
+    # must then read the second from its start, the bytes the front read first.
+    reader, writer = await asyncio.open_connection(*server.admin)
+    second = request("POST", "/publish?topic=t", b"two")
+    writer.write(request("POST", "/publish?topic=t", b"one") + second[:30])
+    await writer.drain()
+    first_status = (await read_response(reader))[0]
+    await asyncio.sleep(0.05)
+    writer.write(second[30:])
+    second_status, _headers, body = await read_response(reader)
+    writer.close()
+    assert (first_status, second_status) == (202, 202)
+    assert body == b'{"topic": "t", "bytes": 3}'
+    assert passed_on == [1]
+    assert await received(server, consumer_id) == [b'["t","one"]\n\n', b'["t","two"]\n\n']
 
 
 async def test_pipelined_publishes_to_a_broker_that_is_awaited(
@@ -256,10 +276,10 @@ def test_only_publishers_heads_are_kept(post_heads: Any) -> None:
 
 
 async def test_a_body_larger_than_the_front_reads_is_tornados(passed_on: list[int]) -> None:
-    async with running_server(max_message_bytes=4 * PEEK_BYTES) as running:
+    async with running_server(max_message_bytes=4 * READ_BYTES) as running:
         consumer_id = await running.create_consumer(["t"])
         passed_on.clear()
-        body = b"x" * (2 * PEEK_BYTES)
+        body = b"x" * (2 * READ_BYTES)
         answers = await exchange(running, request("POST", "/publish?topic=t", body))
         assert answers[0][0] == 202
         assert passed_on == [1]
