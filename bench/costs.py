@@ -35,7 +35,7 @@ from bench.floors import KINDS as FLOORS
 _PUBLISHES = 20_000
 _CONNECTS = 10_000
 #: What each server is measured on; the do-nothing floors cannot hang up a wave.
-_ALL = (("publish", _PUBLISHES), ("connect", _CONNECTS), ("hang-up", _CONNECTS))
+_ALL = ("publish", "connect", "hang-up")
 _FLOOR = _ALL[:2]
 
 
@@ -130,22 +130,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     here = Path(__file__).resolve().parent.parent
     roots = [here, *(r.resolve() for r in args.root or [])]
+    counts = {"publish": args.publishes, "connect": _CONNECTS, "hang-up": _CONNECTS}
     rows: list[tuple[str, str, list[float]]] = []
     for _ in range(args.repeat):  # interleaved, so drift in machine speed hits all alike
         for root in roots:
-            for what, count in _ALL:
-                count = args.publishes if what == "publish" else count
-                value = _measure(root, what, count, "unifrost", args.log_level)
+            for what in _ALL:
+                value = _measure(root, what, counts[what], "unifrost", args.log_level)
                 _add(rows, f"unifrost {root}", what, value)
         if args.nchan:
-            for what, count in _ALL:
-                count = args.publishes if what == "publish" else count
-                cost = _measure(here, what, count, "nchan", args.log_level)
+            for what in _ALL:
+                cost = _measure(here, what, counts[what], "nchan", args.log_level)
                 _add(rows, "nchan", what, cost)
         for kind in FLOORS if args.floors else ():
-            for what, count in _FLOOR:
-                count = args.publishes if what == "publish" else count
-                value = _measure(here, what, count, f"floor:{kind}", args.log_level)
+            for what in _FLOOR:
+                value = _measure(here, what, counts[what], f"floor:{kind}", args.log_level)
                 _add(rows, f"floor: {kind}", what, value)
     print(f"{'server':<60} {'what':<8} µs of server CPU each (runs)")
     for name, what, values in rows:
