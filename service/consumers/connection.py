@@ -141,6 +141,7 @@ class SseConnection:
         self._quiet_sweeps = 0
         self._grace: asyncio.TimerHandle | None = None
         # The client sends nothing more; readability means it hung up (or misbehaves).
+        # A socket the front hands over is registered already: this re-points it.
         loop.add_reader(self._fd, self._readable)
         self._reading = True
 

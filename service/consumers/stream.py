@@ -199,14 +199,7 @@ def start_stream(
     it is called only when the line is written.
     """
     settings = ctx.settings
-    sock = _take_socket(detach())
-    if sock is None:
-        return
-    if _client_gone(sock):  # e.g. while its consumer was being created
-        sock.close()
-        return
     head = _response_head(version, cors)
-    ctx.metrics.count_request(StreamHandler.name, 200)
 
     def on_close(conn: SseConnection, reason: str) -> None:
         ctx.manager.detach(consumer, conn)
@@ -218,9 +211,19 @@ def start_stream(
         if log.is_enabled_for(logging.INFO):  # a hang-up wave would build every line for nothing
             log.info("stream.closed", consumer_id=consumer.id, **conn.as_log())
 
-    conn = SseConnection(
-        sock, asyncio.get_running_loop(), settings.max_write_buffer, ctx.manager.batcher, on_close
-    )
+    # The front hands its socket over still registered with the loop for
+    # readability (FrontConnection.detach): from here until the SseConnection
+    # takes that registration over, nothing may fail or wait.
+    sock = _take_socket(detach())
+    if sock is None:
+        return
+    loop = asyncio.get_running_loop()
+    if _client_gone(sock):  # e.g. while its consumer was being created
+        loop.remove_reader(sock.fileno())
+        sock.close()
+        return
+    conn = SseConnection(sock, loop, settings.max_write_buffer, ctx.manager.batcher, on_close)
+    ctx.metrics.count_request(StreamHandler.name, 200)
     frames, gap = ctx.manager.attach(consumer, conn, last_event_id)
     ctx.metrics.connections.inc()
     ctx.metrics.connections_opened.inc()

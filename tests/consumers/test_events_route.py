@@ -295,3 +295,28 @@ async def test_a_stream_opened_by_the_handler_owns_its_socket(
     client.close()  # ...and its hang-up is noticed without a write
     await until(lambda: open_server.manager.connected_count == 0)
     assert await metric(open_server, "unifrost_connections_closed_total", reason="client") == 1
+
+
+async def test_a_client_gone_before_its_stream_opens_leaves_the_loop_clean(
+    server: Running, handler_calls: list[str]
+) -> None:
+    # The front reads the request and the hang-up behind it together, and hands the
+    # socket over still registered with the loop: the opening must drop that
+    # registration with the socket, or the next connection given the same
+    # descriptor would never be read.
+    consumer_id = await server.create_consumer(["news"])
+    request = f"GET /events?id={consumer_id} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    for _ in range(5):
+        reader, writer = await asyncio.open_connection(*server.public)
+        writer.write(request)
+        writer.close()  # request and hang-up reach the server before it reads either
+        assert await asyncio.wait_for(reader.read(), DEFAULT_TIMEOUT) == b""
+        client = await server.stream(consumer_id)
+        assert client.status == 200
+        await client.opening()
+        await server.publish("news", "still served")
+        assert (await client.frame()).decoded == ["news", "still served"]
+        client.close()
+        await until(lambda: server.manager.connected_count == 0)
+    assert handler_calls == []
+    assert await metric(server, "unifrost_connections_opened_total") == 5
