@@ -265,8 +265,9 @@ def _take_socket(iostream: IOStream) -> socket.socket | None:
     sock = iostream.socket
     if iostream.closed() or sock is None:
         return None
-    # Tornado watches an idle connection's socket for its hang-up (the front does
-    # not: its connections arrive here unwatched).
+    # Tornado's HTTP layer watches an idle connection's socket for its hang-up. A
+    # front connection's socket was never Tornado's (remove_handler then does
+    # nothing): it arrives registered by the front, for the SseConnection to take.
     iostream.io_loop.remove_handler(sock.fileno())
     return sock
 
